@@ -1,0 +1,140 @@
+"""Trainer: recovers linear ICA, matches ordinary training, detects divergence, validates input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from nica.metrics import mean_correlation_coefficient
+from nica.model import ICAModel
+from nica.network import DemixingNetwork
+from nica.priors import make_prior
+from nica.training import TrainingDivergedError, fit
+
+
+def _linear_ica_data(seed, n=6000, dim=4):
+    rng = np.random.default_rng(seed)
+    s = rng.laplace(size=(n, dim))
+    while True:
+        mixing = rng.uniform(-1, 1, size=(dim, dim))
+        if np.linalg.cond(mixing) < 5:
+            break
+    return s, s @ mixing
+
+
+def test_linear_ica_recovers_laplace_sources(key):
+    s, x = _linear_ica_data(0)
+    net = DemixingNetwork(4, 1, rngs=nnx.Rngs(0))
+    result = fit(key, net, x, prior="laplace", optimizer=optax.adam(1e-2), epochs=40)
+    mcc = mean_correlation_coefficient(s, np.asarray(net(jnp.asarray(x, jnp.float32)))).mcc
+    assert mcc >= 0.99
+    assert result.history["val_nll"][-1] < result.history["val_nll"][0]
+
+
+def _two_d_problem():
+    rng = np.random.default_rng(5)
+    s = rng.laplace(size=(3000, 2))
+    y = s @ np.array([[1.0, 0.6], [-0.4, 1.0]])
+    return np.where(y > 0, y, 0.3 * y) @ np.array([[0.8, -0.5], [0.3, 1.1]])
+
+
+def _fit_2d(gradient):
+    net = DemixingNetwork(2, 2, activation_kwargs={"slope": 0.5}, rngs=nnx.Rngs(11))
+    result = fit(
+        jax.random.key(3),
+        net,
+        _two_d_problem(),
+        prior="laplace",
+        gradient=gradient,
+        optimizer=optax.adam(3e-3),
+        epochs=200,
+        batch_size=100,
+        eval_every=20,
+    )
+    return result.history["val_nll"][-1], result.history["val_nll"][0]
+
+
+def test_relative_and_ordinary_reach_the_same_nll_in_2d():
+    relative, start = _fit_2d("relative")
+    ordinary, _ = _fit_2d("ordinary")
+    assert relative < start - 0.1  # both actually learned something
+    assert abs(relative - ordinary) <= 0.01 * abs(ordinary)
+
+
+def test_training_is_deterministic_per_key(key):
+    _, x = _linear_ica_data(1, n=1000, dim=3)
+
+    def run():
+        net = DemixingNetwork(3, 2, rngs=nnx.Rngs(4))
+        fit(key, net, x, prior="logistic", epochs=3)
+        return [np.asarray(p) for p in jax.tree.leaves(nnx.state(net, nnx.Param))]
+
+    for a, b in zip(run(), run(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_divergence_is_detected_and_best_parameters_kept(key):
+    _, x = _linear_ica_data(2, n=1000, dim=3)
+    net = DemixingNetwork(3, 2, rngs=nnx.Rngs(0))
+    initial = [np.asarray(p) for p in jax.tree.leaves(nnx.state(net, nnx.Param))]
+    with pytest.raises(TrainingDivergedError, match=r"diverged at epoch \d+") as info:
+        fit(key, net, x * 1e3, prior="gaussian", optimizer=optax.sgd(1e3), epochs=5)
+    assert info.value.epoch >= 1
+    kept = [np.asarray(p) for p in jax.tree.leaves(nnx.state(net, nnx.Param))]
+    assert all(np.all(np.isfinite(p)) for p in kept)
+    assert info.value.history["epoch"][-1] < info.value.epoch
+    # Nothing improved on the initial parameters, so they are the ones kept.
+    for a, b in zip(initial, kept, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_early_stopping_and_history(key):
+    _, x = _linear_ica_data(3, n=2000, dim=2)
+    net = DemixingNetwork(2, 1, rngs=nnx.Rngs(0))
+    seen = []
+    result = fit(
+        key,
+        net,
+        x,
+        prior="laplace",
+        optimizer=optax.adam(0.05),
+        epochs=200,
+        patience=3,
+        callback=seen.append,
+    )
+    assert result.stop_reason == "early_stopping"
+    assert result.epochs_run < 200
+    assert len(seen) == len(result.history["epoch"]) == result.epochs_run + 1
+    assert result.best_val_nll == min(result.history["val_nll"])
+
+
+BAD_INPUTS = {
+    "nan": (lambda x: np.where(np.arange(x.size).reshape(x.shape) == 3, np.nan, x), None, "NaN"),
+    "1-d": (lambda x: x[:, 0], None, "2-D"),
+    "wrong-dim": (lambda x: x[:, :2], None, "expects dim=3"),
+    "empty": (lambda x: x[:0], None, "non-empty"),
+    "u-length": (lambda x: x, np.zeros(5, int), "u must have shape"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_bad_input_gets_a_clear_error(case, key):
+    transform, u, message = case
+    x = np.random.default_rng(0).normal(size=(50, 3))
+    with pytest.raises(ValueError, match=message):
+        fit(key, DemixingNetwork(3, 1, rngs=nnx.Rngs(0)), transform(x), u, epochs=1)
+
+
+def test_bad_settings_get_clear_errors(key):
+    x = np.random.default_rng(0).normal(size=(50, 3))
+    net = DemixingNetwork(3, 1, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="unknown gradient mode"):
+        fit(key, net, x, gradient="natural")
+    with pytest.raises(ValueError, match="unknown prior 'cauchy'"):
+        fit(key, net, x, prior="cauchy")
+    with pytest.raises(ValueError, match="pass prior only with a bare demixer"):
+        fit(key, ICAModel(net, make_prior("laplace")), x, prior="laplace")
+    with pytest.raises(ValueError, match="validation_fraction"):
+        fit(key, net, x, validation_fraction=1.5)
