@@ -1,0 +1,241 @@
+"""Nonstationary independent sources for nonlinear ICA benchmarks.
+
+Three generators, all seeded explicitly (an ``int`` seed or a ``numpy.random.Generator`` as the
+first positional argument) and all returning float64 sources:
+
+* :func:`segment_sources` -- the TCL / iVAE setting: the sample is cut into ``n_segments``
+  contiguous segments; within a segment the components are independent with their own scale
+  (and optionally mean). Returns integer segment labels ``u`` of shape ``(N,)``.
+* :func:`continuous_aux_sources` -- the auxiliary variable is continuous (time, or a
+  ``d``-dimensional covariate) and each component's scale is a smooth function of it.
+  Returns ``u`` of shape ``(N, d)``, float64.
+* :func:`ar1_sources` -- segment sources with AR(1) temporal dependence, for time-contrastive
+  style studies. Returns segment labels like :func:`segment_sources`.
+
+Scales are standard deviations: every base distribution is normalised to zero mean and unit
+variance before it is multiplied by the drawn scale (as iVAE's code does for Laplace sources).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from scipy.signal import lfilter
+
+Distribution = Literal["gaussian", "laplace", "student_t"]
+DISTRIBUTIONS: tuple[str, ...] = ("gaussian", "laplace", "student_t")
+
+SeedLike = int | np.random.Generator
+
+
+def unit_noise(
+    rng: np.random.Generator,
+    distribution: str,
+    shape: tuple[int, ...],
+    *,
+    df: float = 5.0,
+) -> np.ndarray:
+    """Draws zero-mean, unit-variance noise from a named family.
+
+    Args:
+        rng: numpy random generator.
+        distribution: ``"gaussian"``, ``"laplace"`` or ``"student_t"`` (heavier tailed).
+        shape: output shape.
+        df: degrees of freedom of the Student-t family; must be > 2 (finite variance).
+
+    Returns:
+        Array of the given shape, float64.
+
+    Raises:
+        ValueError: unknown distribution or ``df <= 2``.
+    """
+    if distribution == "gaussian":
+        return rng.standard_normal(shape)
+    if distribution == "laplace":
+        # Laplace(0, b) has variance 2 b^2.
+        return rng.laplace(0.0, 1.0 / np.sqrt(2.0), shape)
+    if distribution == "student_t":
+        if not df > 2:
+            raise ValueError(f"student_t sources need df > 2 for a finite variance, got {df}")
+        return rng.standard_t(df, shape) * np.sqrt((df - 2.0) / df)
+    raise ValueError(f"unknown distribution {distribution!r}; expected one of {DISTRIBUTIONS}")
+
+
+def _check_positive_int(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_range(name: str, bounds: tuple[float, float], *, positive: bool) -> None:
+    lo, hi = bounds
+    if not lo <= hi or (positive and not lo > 0):
+        need = "0 < low <= high" if positive else "low <= high"
+        raise ValueError(f"{name} must satisfy {need}, got {tuple(bounds)}")
+
+
+def segment_sources(
+    seed: SeedLike,
+    n_segments: int,
+    samples_per_segment: int,
+    n_sources: int,
+    *,
+    distribution: Distribution = "laplace",
+    scale_range: tuple[float, float] = (0.5, 3.0),
+    mean_range: tuple[float, float] | None = None,
+    df: float = 5.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Segment-wise nonstationary sources (TCL / iVAE benchmark).
+
+    Segment ``k`` occupies rows ``k * samples_per_segment`` to ``(k + 1) * samples_per_segment``.
+    Within it, component ``j`` is ``mean[k, j] + scale[k, j] * e`` with ``e`` zero-mean,
+    unit-variance noise of the chosen family, independent across components and samples;
+    ``scale[k, j] ~ U(scale_range)`` and ``mean[k, j] ~ U(mean_range)`` (zero if ``None``).
+
+    Args:
+        seed: integer seed or numpy Generator.
+        n_segments: number of segments ``K``.
+        samples_per_segment: samples per segment ``n``.
+        n_sources: number of components ``D``.
+        distribution: base family, ``"gaussian"``, ``"laplace"`` or ``"student_t"``.
+        scale_range: ``(low, high)`` of the per-segment standard deviations.
+        mean_range: ``(low, high)`` of the per-segment means, or ``None`` for zero means.
+        df: Student-t degrees of freedom (ignored otherwise).
+
+    Returns:
+        ``(s, u)``: sources ``(N, D)`` float64 with ``N = K * n``, and labels ``(N,)`` int64 in
+        ``[0, K)``.
+    """
+    _check_positive_int("n_segments", n_segments)
+    _check_positive_int("samples_per_segment", samples_per_segment)
+    _check_positive_int("n_sources", n_sources)
+    _check_range("scale_range", scale_range, positive=True)
+    rng = np.random.default_rng(seed)
+    scales = rng.uniform(scale_range[0], scale_range[1], (n_segments, n_sources))
+    if mean_range is None:
+        means = np.zeros((n_segments, n_sources))
+    else:
+        _check_range("mean_range", mean_range, positive=False)
+        means = rng.uniform(mean_range[0], mean_range[1], (n_segments, n_sources))
+    u = np.repeat(np.arange(n_segments, dtype=np.int64), samples_per_segment)
+    noise = unit_noise(rng, distribution, (u.shape[0], n_sources), df=df)
+    s = means[u] + scales[u] * noise
+    return s, u
+
+
+def continuous_aux_sources(
+    seed: SeedLike,
+    n_samples: int,
+    n_sources: int,
+    *,
+    aux_dim: int = 1,
+    aux: Literal["time", "uniform"] = "time",
+    distribution: Distribution = "laplace",
+    scale_range: tuple[float, float] = (0.5, 3.0),
+    n_features: int = 8,
+    bandwidth: float = 0.25,
+    df: float = 5.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sources whose scales vary smoothly with a continuous auxiliary variable.
+
+    The auxiliary variable is ``u = t`` (``aux="time"``: ``N`` equally spaced points in
+    ``[0, 1]``, only for ``aux_dim == 1``) or ``u ~ U(0, 1)^d`` (``aux="uniform"``). Each
+    component's standard deviation is
+
+        ``sigma_j(u) = low + (high - low) * (1 + tanh(g_j(u))) / 2``,
+
+    where ``g_j`` is a random smooth function (a sum of ``n_features`` random Fourier features
+    with length scale ``bandwidth``), so ``sigma_j`` stays in ``scale_range``.
+
+    Args:
+        seed: integer seed or numpy Generator.
+        n_samples: number of samples ``N``.
+        n_sources: number of components ``D``.
+        aux_dim: dimension ``d`` of the auxiliary variable.
+        aux: ``"time"`` or ``"uniform"``.
+        distribution: base family of the sources.
+        scale_range: ``(low, high)`` range of the standard deviations.
+        n_features: random Fourier features per component.
+        bandwidth: length scale of the variation in ``u`` (smaller = wigglier).
+        df: Student-t degrees of freedom (ignored otherwise).
+
+    Returns:
+        ``(s, u)``: sources ``(N, D)`` float64 and auxiliary variable ``(N, d)`` float64.
+    """
+    _check_positive_int("n_samples", n_samples)
+    _check_positive_int("n_sources", n_sources)
+    _check_positive_int("aux_dim", aux_dim)
+    _check_positive_int("n_features", n_features)
+    _check_range("scale_range", scale_range, positive=True)
+    if not bandwidth > 0:
+        raise ValueError(f"bandwidth must be positive, got {bandwidth}")
+    rng = np.random.default_rng(seed)
+    if aux == "time":
+        if aux_dim != 1:
+            raise ValueError(f"aux='time' needs aux_dim == 1, got {aux_dim}; use aux='uniform'")
+        u = np.linspace(0.0, 1.0, n_samples)[:, None]
+    elif aux == "uniform":
+        u = rng.uniform(0.0, 1.0, (n_samples, aux_dim))
+    else:
+        raise ValueError(f"unknown aux {aux!r}; expected 'time' or 'uniform'")
+    # g(u)[n, j] = sum_m c[j, m] cos(u[n] . w[j, m] + b[j, m]) * sqrt(2 / M)
+    w = rng.standard_normal((n_sources, n_features, aux_dim)) / bandwidth
+    b = rng.uniform(0.0, 2.0 * np.pi, (n_sources, n_features))
+    c = rng.standard_normal((n_sources, n_features))
+    phase = np.einsum("nd,jmd->njm", u, w) + b
+    g = np.sqrt(2.0 / n_features) * np.einsum("njm,jm->nj", np.cos(phase), c)
+    lo, hi = scale_range
+    scales = lo + (hi - lo) * 0.5 * (1.0 + np.tanh(g))
+    s = scales * unit_noise(rng, distribution, (n_samples, n_sources), df=df)
+    return s, u
+
+
+def ar1_sources(
+    seed: SeedLike,
+    n_segments: int,
+    samples_per_segment: int,
+    n_sources: int,
+    *,
+    ar_range: tuple[float, float] = (0.3, 0.8),
+    distribution: Distribution = "laplace",
+    scale_range: tuple[float, float] = (0.5, 3.0),
+    df: float = 5.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nonstationary AR(1) sources: ``s_t = rho_j s_{t-1} + sqrt(1 - rho_j^2) sigma_{k(t), j} e_t``.
+
+    Each component has its own coefficient ``rho_j ~ U(ar_range)``; the innovations ``e_t`` are
+    zero-mean, unit-variance noise and their scale ``sigma_{k, j} ~ U(scale_range)`` changes per
+    segment, so within a (long enough) segment the stationary standard deviation of component
+    ``j`` is ``sigma_{k, j}``. Components are independent; the process runs through segment
+    boundaries (starting from ``s_0 = 0``).
+
+    Args:
+        seed: integer seed or numpy Generator.
+        n_segments: number of segments ``K``.
+        samples_per_segment: samples per segment ``n``.
+        n_sources: number of components ``D``.
+        ar_range: ``(low, high)`` range of the AR coefficients, inside ``(-1, 1)``.
+        distribution: family of the innovations.
+        scale_range: ``(low, high)`` of the per-segment standard deviations.
+        df: Student-t degrees of freedom (ignored otherwise).
+
+    Returns:
+        ``(s, u)``: sources ``(N, D)`` float64 in time order, labels ``(N,)`` int64.
+    """
+    _check_positive_int("n_segments", n_segments)
+    _check_positive_int("samples_per_segment", samples_per_segment)
+    _check_positive_int("n_sources", n_sources)
+    _check_range("scale_range", scale_range, positive=True)
+    _check_range("ar_range", ar_range, positive=False)
+    if not (-1.0 < ar_range[0] and ar_range[1] < 1.0):
+        raise ValueError(f"ar_range must lie inside (-1, 1), got {tuple(ar_range)}")
+    rng = np.random.default_rng(seed)
+    rho = rng.uniform(ar_range[0], ar_range[1], n_sources)
+    scales = rng.uniform(scale_range[0], scale_range[1], (n_segments, n_sources))
+    u = np.repeat(np.arange(n_segments, dtype=np.int64), samples_per_segment)
+    innovations = unit_noise(rng, distribution, (u.shape[0], n_sources), df=df)
+    innovations *= scales[u] * np.sqrt(1.0 - rho**2)
+    s = np.empty_like(innovations)
+    for j in range(n_sources):
+        s[:, j] = lfilter([1.0], [1.0, -rho[j]], innovations[:, j])
+    return s, u

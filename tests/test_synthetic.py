@@ -1,0 +1,431 @@
+"""Tests for the synthetic package: sources, mixings, toy densities, presets, npz datasets."""
+
+import itertools
+import json
+import pickle
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import synthetic as sy
+from synthetic.sources import DISTRIBUTIONS
+
+FAST_DRAWS = 500  # condition-threshold draws in tests (10^4 by default)
+
+
+# --- sources -------------------------------------------------------------------------------
+
+SOURCE_GENERATORS = {
+    "segment": lambda seed, dist: sy.segment_sources(seed, 6, 400, 3, distribution=dist),
+    "segment-means": lambda seed, dist: sy.segment_sources(
+        seed, 6, 400, 3, distribution=dist, mean_range=(-2.0, 2.0)
+    ),
+    "ar1": lambda seed, dist: sy.ar1_sources(seed, 6, 400, 3, distribution=dist),
+    "continuous-time": lambda seed, dist: sy.continuous_aux_sources(
+        seed, 2400, 3, distribution=dist
+    ),
+    "continuous-2d": lambda seed, dist: sy.continuous_aux_sources(
+        seed, 2400, 3, aux_dim=2, aux="uniform", distribution=dist
+    ),
+}
+SOURCE_CASES = list(itertools.product(SOURCE_GENERATORS, DISTRIBUTIONS))
+SOURCE_IDS = [f"{g}-{d}" for g, d in SOURCE_CASES]
+
+
+@pytest.mark.parametrize(("generator", "dist"), SOURCE_CASES, ids=SOURCE_IDS)
+def test_sources_shapes_dtypes_and_determinism(generator, dist):
+    make = SOURCE_GENERATORS[generator]
+    s, u = make(0, dist)
+    assert s.shape == (2400, 3)
+    assert s.dtype == np.float64
+    assert np.all(np.isfinite(s))
+    if generator.startswith("continuous"):
+        assert u.dtype == np.float64
+        assert u.shape == (2400, 2 if generator.endswith("2d") else 1)
+    else:
+        assert u.shape == (2400,)
+        assert np.issubdtype(u.dtype, np.integer)
+        np.testing.assert_array_equal(np.bincount(u), np.full(6, 400))
+    s2, u2 = make(0, dist)
+    np.testing.assert_array_equal(s, s2)
+    np.testing.assert_array_equal(u, u2)
+    s3, _ = make(1, dist)
+    assert not np.allclose(s, s3)
+
+
+def test_generator_seed_is_accepted_and_advanced():
+    rng = np.random.default_rng(5)
+    s1, _ = sy.segment_sources(rng, 2, 10, 2)
+    s2, _ = sy.segment_sources(rng, 2, 10, 2)
+    assert not np.allclose(s1, s2)
+    s3, _ = sy.segment_sources(np.random.default_rng(5), 2, 10, 2)
+    np.testing.assert_array_equal(s1, s3)
+
+
+@pytest.mark.parametrize("dist", DISTRIBUTIONS)
+def test_segment_sources_are_uncorrelated_within_segments_with_scales_in_range(dist):
+    s, u = sy.segment_sources(3, 8, 5000, 4, distribution=dist)
+    for k in range(8):
+        seg = s[u == k]
+        corr = np.corrcoef(seg, rowvar=False)
+        off_diagonal = corr[~np.eye(4, dtype=bool)]
+        assert np.max(np.abs(off_diagonal)) < 0.08  # ~ 5 / sqrt(n)
+        std = seg.std(axis=0)
+        assert np.all((std > 0.5 * 0.85) & (std < 3.0 * 1.15))
+    # Scales really vary across segments (nonstationarity).
+    per_segment_std = np.array([s[u == k].std(axis=0) for k in range(8)])
+    assert np.all(per_segment_std.max(axis=0) / per_segment_std.min(axis=0) > 1.3)
+
+
+def test_segment_means_within_range():
+    s, u = sy.segment_sources(4, 5, 4000, 3, distribution="gaussian", mean_range=(1.0, 2.0))
+    means = np.array([s[u == k].mean(axis=0) for k in range(5)])
+    assert np.all((means > 0.8) & (means < 2.2))
+
+
+def test_continuous_aux_scale_varies_smoothly_with_u():
+    s, u = sy.continuous_aux_sources(0, 40_000, 2, distribution="gaussian", bandwidth=0.2)
+    assert np.all(np.diff(u[:, 0]) > 0)  # time is ordered
+    # Local standard deviations over windows: in range, and neighbouring windows similar.
+    local = s.reshape(40, 1000, 2).std(axis=1)
+    assert np.all((local > 0.5 * 0.85) & (local < 3.0 * 1.15))
+    assert np.max(np.abs(np.diff(local, axis=0))) < 0.6
+    assert np.all(local.max(axis=0) - local.min(axis=0) > 0.3)
+
+
+def test_ar1_sources_have_temporal_dependence():
+    s, _ = sy.ar1_sources(0, 2, 20_000, 3, ar_range=(0.5, 0.9))
+    lag1 = np.array([np.corrcoef(s[:-1, j], s[1:, j])[0, 1] for j in range(3)])
+    assert np.all((lag1 > 0.45) & (lag1 < 0.92))
+    iid, _ = sy.segment_sources(0, 2, 20_000, 3)
+    assert abs(np.corrcoef(iid[:-1, 0], iid[1:, 0])[0, 1]) < 0.05
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: sy.segment_sources(0, 0, 10, 2), "n_segments"),
+        (lambda: sy.segment_sources(0, 2, 10, 2, distribution="cauchy"), "gaussian"),
+        (lambda: sy.segment_sources(0, 2, 10, 2, scale_range=(0.0, 1.0)), "scale_range"),
+        (lambda: sy.ar1_sources(0, 2, 10, 2, ar_range=(0.5, 1.0)), "ar_range"),
+        (lambda: sy.continuous_aux_sources(0, 10, 2, aux_dim=2), "aux='uniform'"),
+    ],
+    ids=["zero-segments", "bad-distribution", "zero-scale", "unit-root", "time-2d"],
+)
+def test_source_argument_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+# --- mixing --------------------------------------------------------------------------------
+
+MIXING_CASES = [
+    (act, fam, conv, n)
+    for act in sy.ACTIVATIONS
+    for fam in sy.FAMILIES
+    for conv in sy.CONVENTIONS
+    for n in range(1, 5)
+    if not (conv == "icebeem" and n == 1)
+]
+MIXING_IDS = [f"{a}-{f}-{c}-L{n}" for a, f, c, n in MIXING_CASES]
+
+
+@pytest.mark.parametrize(
+    ("activation", "family", "convention", "n_layers"), MIXING_CASES, ids=MIXING_IDS
+)
+def test_mixing_inverse_is_exact(activation, family, convention, n_layers):
+    mixing = sy.random_mixing(
+        7,
+        4,
+        n_layers,
+        activation=activation,
+        family=family,
+        convention=convention,
+        n_threshold_draws=FAST_DRAWS,
+    )
+    s = 2.0 * np.random.default_rng(8).laplace(size=(500, 4))
+    x = mixing(s)
+    assert x.shape == s.shape
+    assert not np.allclose(x, s)
+    np.testing.assert_allclose(mixing.inverse(x), s, atol=1e-5, rtol=0)
+    expected_matrices = n_layers - 1 if convention == "icebeem" else n_layers
+    assert mixing.n_matrices == expected_matrices
+    assert mixing.condition_numbers.shape == (expected_matrices,)
+
+
+def test_layer_conventions():
+    s = np.random.default_rng(0).normal(size=(200, 3))
+    linear = sy.random_mixing(0, 3, 1, convention="ivae", n_threshold_draws=FAST_DRAWS)
+    a = linear.matrices[0]
+    np.testing.assert_allclose(linear(s), s @ a)
+    tcl = sy.random_mixing(0, 3, 1, convention="tcl", n_threshold_draws=FAST_DRAWS)
+    np.testing.assert_allclose(tcl(s), sy.leaky_relu(s @ a, 0.2))
+    icebeem = sy.random_mixing(0, 3, 2, convention="icebeem", n_threshold_draws=FAST_DRAWS)
+    np.testing.assert_allclose(icebeem(s), sy.leaky_relu(s, 0.2) @ a)
+    with pytest.raises(ValueError, match="n_layers >= 2"):
+        sy.random_mixing(0, 3, 1, convention="icebeem")
+    with pytest.raises(ValueError, match="ivae"):
+        sy.random_mixing(0, 3, 2, convention="keras")
+
+
+@pytest.mark.parametrize("dim", [2, 3, 5])
+def test_uniform_matrices_respect_condition_threshold(dim):
+    threshold = sy.condition_threshold(dim, FAST_DRAWS)
+    assert threshold >= 1.0
+    mixing = sy.random_mixing(1, dim, 4, n_threshold_draws=FAST_DRAWS)
+    assert np.all(mixing.condition_numbers <= threshold)
+    for a in mixing.matrices:
+        np.testing.assert_allclose(np.linalg.norm(a, axis=0), 1.0)
+    # Explicit thresholds are honoured too.
+    tight = sy.random_matrix(2, dim, cond_threshold=1.05 * threshold)
+    assert np.linalg.cond(tight) <= 1.05 * threshold
+
+
+def test_condition_threshold_is_cached_and_deterministic():
+    sy.condition_threshold.cache_clear()
+    first = sy.condition_threshold(4, FAST_DRAWS)
+    assert sy.condition_threshold(4, FAST_DRAWS) == first
+    assert sy.condition_threshold.cache_info().hits >= 1
+    sy.condition_threshold.cache_clear()
+    assert sy.condition_threshold(4, FAST_DRAWS) == first
+
+
+def test_orthogonal_matrices_are_orthogonal():
+    q = sy.random_matrix(3, 6, family="orthogonal")
+    np.testing.assert_allclose(q @ q.T, np.eye(6), atol=1e-12)
+    mixing = sy.random_mixing(3, 6, 3, family="orthogonal")
+    np.testing.assert_allclose(mixing.condition_numbers, 1.0, atol=1e-10)
+
+
+@pytest.mark.parametrize("slope", [0.01, 0.1, 1.0])
+def test_xtanh_inverse_precision(slope):
+    y = np.concatenate([np.linspace(-60.0, 60.0, 20_001), [0.0, 1e-300, -1e-8]])
+    x = sy.xtanh_inverse(y, slope)
+    np.testing.assert_allclose(sy.xtanh(x, slope), y, atol=1e-12, rtol=0)
+
+
+def test_leaky_relu_inverse_round_trip():
+    x = np.linspace(-5.0, 5.0, 101)
+    np.testing.assert_allclose(sy.leaky_relu_inverse(sy.leaky_relu(x, 0.2), 0.2), x, rtol=1e-15)
+
+
+def test_mixing_dict_round_trip_through_json():
+    mixing = sy.random_mixing(4, 3, 3, activation="xtanh", n_threshold_draws=FAST_DRAWS)
+    restored = sy.Mixing.from_dict(json.loads(json.dumps(mixing.to_dict())))
+    for a, b in zip(mixing.matrices, restored.matrices, strict=True):
+        np.testing.assert_array_equal(a, b)
+    s = np.random.default_rng(0).normal(size=(50, 3))
+    np.testing.assert_array_equal(restored(s), mixing(s))
+    assert pickle.loads(pickle.dumps(mixing)).slope == mixing.slope
+
+
+def test_mixing_rejects_bad_input():
+    mixing = sy.random_mixing(0, 3, 2, n_threshold_draws=FAST_DRAWS)
+    with pytest.raises(ValueError, match=r"shape \(N, 3\)"):
+        mixing(np.zeros((5, 2)))
+    with pytest.raises(ValueError, match="slope"):
+        sy.Mixing(matrices=(np.eye(2),), slope=0.0)
+    with pytest.raises(ValueError, match="malformed"):
+        sy.Mixing.from_dict({"activation": "xtanh"})
+
+
+# --- toy densities -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(sy.TOY2D))
+def test_toy2d_samplers(name):
+    x = sy.sample_toy2d(0, name, 1000)
+    assert x.shape == (1000, 2)
+    assert x.dtype == np.float64
+    assert np.all(np.isfinite(x))
+    assert np.all(np.abs(x) < 10.0)
+    assert x.std(axis=0).min() > 0.3  # genuinely two-dimensional spread
+    np.testing.assert_array_equal(x, sy.sample_toy2d(0, name, 1000))
+    assert not np.allclose(x, sy.sample_toy2d(1, name, 1000))
+
+
+def test_toy2d_has_required_densities_and_errors():
+    required = {"moons", "rings", "two_spirals", "checkerboard", "sine", "trimodal"}
+    assert required <= set(sy.TOY2D)
+    with pytest.raises(ValueError, match="moons"):
+        sy.sample_toy2d(0, "banana", 10)
+    with pytest.raises(ValueError, match="positive"):
+        sy.sample_toy2d(0, "moons", 0)
+
+
+def test_checkerboard_only_fills_black_cells():
+    x = sy.sample_toy2d(0, "checkerboard", 5000) / 1.5 + 2.0
+    cells = np.floor(x).astype(int)
+    assert np.all((cells.sum(axis=1) % 2) == 0)
+
+
+# --- presets -------------------------------------------------------------------------------
+
+PRESET_SIZES = {
+    "ivae": (40, 1000, 5, 3),
+    "icebeem-l2": (20, 1000, 5, 2),
+    "icebeem-l4": (20, 1000, 5, 4),
+    "tiny": (5, 100, 2, 2),
+}
+
+
+@pytest.mark.parametrize("name", list(sy.PRESETS))
+def test_presets_match_documented_sizes(name):
+    n_segments, per_segment, dim, n_layers = PRESET_SIZES[name]
+    config = sy.PRESETS[name]
+    assert (config.n_segments, config.samples_per_segment, config.n_sources, config.n_layers) == (
+        n_segments,
+        per_segment,
+        dim,
+        n_layers,
+    )
+    assert config.description
+    ds = sy.make_preset(name, 0)
+    n = n_segments * per_segment
+    assert ds.x.shape == ds.s.shape == (n, dim)
+    assert ds.u.shape == (n,) and np.issubdtype(ds.u.dtype, np.integer)
+    np.testing.assert_array_equal(np.bincount(ds.u), np.full(n_segments, per_segment))
+    np.testing.assert_allclose(ds.mixing.inverse(ds.x), ds.s, atol=1e-8)
+    assert ds.config["preset"] == name and ds.config["seed"] == 0
+    np.testing.assert_array_equal(ds.x, sy.make_preset(name, 0).x)
+    assert not np.allclose(ds.x, sy.make_preset(name, 1).x)
+
+
+def test_preset_specifics():
+    ivae = sy.PRESETS["ivae"]
+    assert (ivae.activation, ivae.slope, ivae.family, ivae.convention) == (
+        "leaky_relu",
+        0.2,
+        "uniform",
+        "ivae",
+    )
+    for name in ("icebeem-l2", "icebeem-l4"):
+        config = sy.PRESETS[name]
+        assert (config.family, config.convention, config.distribution) == (
+            "orthogonal",
+            "icebeem",
+            "gaussian",
+        )
+
+
+def test_make_preset_overrides_and_errors():
+    ds = sy.make_preset("tiny", 0, n_layers=3, samples_per_segment=20)
+    assert ds.x.shape == (100, 2)
+    assert ds.mixing.n_matrices == 3
+    with pytest.raises(ValueError, match="icebeem-l2"):
+        sy.make_preset("tcl-huge", 0)
+    with pytest.raises(ValueError, match="n_layer"):
+        sy.make_preset("tiny", 0, n_layer=3)
+
+
+# --- npz datasets --------------------------------------------------------------------------
+
+
+def test_npz_round_trip_with_int_labels(tmp_path):
+    ds = sy.make_preset("tiny", 3)
+    path = ds.save(tmp_path / "data.npz")
+    loaded = sy.Dataset.load(path)
+    np.testing.assert_array_equal(loaded.x, ds.x)
+    np.testing.assert_array_equal(loaded.s, ds.s)
+    np.testing.assert_array_equal(loaded.u, ds.u)
+    assert loaded.x.dtype == ds.x.dtype and loaded.u.dtype == ds.u.dtype
+    assert loaded.config == json.loads(json.dumps(ds.config))
+    np.testing.assert_array_equal(loaded.mixing.inverse(ds.x), ds.mixing.inverse(ds.x))
+    assert [p.name for p in tmp_path.iterdir()] == ["data.npz"]  # no temp files left over
+
+
+def test_npz_round_trip_with_continuous_u_and_no_extras(tmp_path):
+    s, u = sy.continuous_aux_sources(0, 300, 3, aux_dim=2, aux="uniform")
+    sy.save_dataset(sy.Dataset(x=s * 2.0, s=s, u=u), tmp_path / "cont.npz")
+    loaded = sy.load_dataset(tmp_path / "cont.npz")
+    np.testing.assert_array_equal(loaded.u, u)
+    assert loaded.u.dtype == np.float64 and loaded.u.shape == (300, 2)
+    assert loaded.mixing is None and loaded.config is None
+
+
+def test_load_tolerates_x_only_and_x_u_files(tmp_path):
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    np.savez(tmp_path / "x.npz", x=x)
+    only_x = sy.load_dataset(tmp_path / "x.npz")
+    assert only_x.s is None and only_x.u is None
+    np.savez(tmp_path / "xu.npz", x=x, u=np.arange(20) % 4)
+    assert sy.load_dataset(tmp_path / "xu.npz").u.shape == (20,)
+
+
+def test_save_overwrites_atomically(tmp_path):
+    path = tmp_path / "d.npz"
+    sy.make_preset("tiny", 0).save(path)
+    second = sy.make_preset("tiny", 1)
+    second.save(path)
+    np.testing.assert_array_equal(sy.load_dataset(path).x, second.x)
+
+
+X = np.random.default_rng(1).normal(size=(10, 2))
+X_NAN = X.copy()
+X_NAN[3, 1] = np.nan
+
+BAD_FILES = {
+    "missing-x": ({"s": X}, "missing required key 'x'"),
+    "x-1d": ({"x": X[:, 0]}, r"'x' must be 2-D \(N, D\), got shape \(10,\)"),
+    "x-nan": ({"x": X_NAN}, "1 NaN or inf"),
+    "x-strings": ({"x": np.full((10, 2), "a")}, "real numbers"),
+    "s-shape": ({"x": X, "s": X[:, :1]}, "'s' must have the same shape"),
+    "u-length": ({"x": X, "u": np.arange(9)}, "'u' has 9 rows but 'x' has 10"),
+    "u-float-1d": ({"x": X, "u": np.linspace(0, 1, 10)}, "integer segment labels"),
+    "u-negative": ({"x": X, "u": np.arange(10) - 1}, "non-negative"),
+    "u-3d": ({"x": X, "u": np.zeros((10, 1, 1))}, "'u' must be"),
+    "bad-config-json": ({"x": X, "config_json": np.array("{not json")}, "not valid JSON"),
+    "bad-mixing": ({"x": X, "mixing_json": np.array('{"activation": "xtanh"}')}, "mixing_json"),
+    "mixing-dim": (
+        {"x": X, "mixing_json": np.array(json.dumps(sy.Mixing((np.eye(3),)).to_dict()))},
+        "mixing dimension 3",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_loading_malformed_npz_raises_clear_error(tmp_path, case):
+    arrays, match = BAD_FILES[case]
+    path = tmp_path / "data.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=match) as info:
+        sy.load_dataset(path)
+    message = str(info.value)
+    assert message.startswith("data.npz: ") and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("writer", "match"),
+    [
+        (lambda p: p.write_text("hello"), "not a readable .npz"),
+        (lambda p: np.save(p.with_suffix(".npy"), X) or p.with_suffix(".npy").rename(p), "npz"),
+        (lambda p: None, "no such file"),
+    ],
+    ids=["text-file", "npy-file", "missing-file"],
+)
+def test_loading_non_npz_raises_clear_error(tmp_path, writer, match):
+    path = tmp_path / "data.npz"
+    writer(path)
+    with pytest.raises(ValueError, match=match):
+        sy.load_dataset(path)
+
+
+def test_validate_arrays_is_reusable():
+    sy.validate_arrays(X, X, np.arange(10))
+    with pytest.raises(ValueError, match=r"^cli: 'x' must be 2-D"):
+        sy.validate_arrays(X[None], source="cli")
+    with pytest.raises(ValueError, match="Dataset: 'u' has 3 rows"):
+        sy.Dataset(x=X, u=np.arange(3))
+
+
+def test_mcc_floor_script_smoke(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "experiments" / "mcc_floor.py"
+    main = runpy.run_path(str(script))["main"]
+    out = tmp_path / "floor.md"
+    table = main(["--presets", "tiny", "--out", str(out)])
+    assert out.read_text() == table
+    row = next(line for line in table.splitlines() if line.startswith("| tiny"))
+    pearson, spearman = (float(v) for v in row.strip("| ").split("|")[2:4])
+    assert 0.0 < pearson < 1.0 and 0.0 < spearman < 1.0
