@@ -101,22 +101,30 @@ class SmoothLeakyReLU:
 
     ``sigma'(y) = a + (1 - a)*sigmoid(y)`` lies between ``min(a, 1)`` and ``max(a, 1)``.
 
+    With ``sharpness`` k the softplus is ``softplus(k*y)/k``: the kink narrows to width ~1/k and
+    the function tends to a leaky ReLU as k grows.
+
     Attributes:
       slope: the slope ``a > 0`` for ``y -> -inf`` (the slope for ``y -> +inf`` is 1). Slopes
         above 1 give the inverse shape of a leaky ReLU with slope below 1 (e.g. 5 vs 0.2).
+      sharpness: ``k > 0``, the inverse width of the smooth kink.
     """
 
     slope: float = 0.2
+    sharpness: float = 1.0
 
     def __post_init__(self):
         if not self.slope > 0:
             raise ValueError(f"SmoothLeakyReLU slope must be > 0, got {self.slope}")
+        if not self.sharpness > 0:
+            raise ValueError(f"SmoothLeakyReLU sharpness must be > 0, got {self.sharpness}")
 
     def value(self, y):
-        return self.slope * y + (1.0 - self.slope) * jax.nn.softplus(y)
+        k = self.sharpness
+        return self.slope * y + (1.0 - self.slope) * jax.nn.softplus(k * y) / k
 
     def _derivative(self, y):
-        return self.slope + (1.0 - self.slope) * jax.nn.sigmoid(y)
+        return self.slope + (1.0 - self.slope) * jax.nn.sigmoid(self.sharpness * y)
 
     def log_derivative(self, y):
         return jnp.log(self._derivative(y))
@@ -127,7 +135,7 @@ class SmoothLeakyReLU:
             self._derivative,
             z,
             slope_min=min(self.slope, 1.0),
-            centre=(1.0 - self.slope) * math.log(2.0),
+            centre=(1.0 - self.slope) * math.log(2.0) / self.sharpness,
         )
 
 

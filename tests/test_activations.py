@@ -13,6 +13,7 @@ CASES = {
     "smooth_leaky_relu_0.01": ("smooth_leaky_relu", {"slope": 0.01}),
     "smooth_leaky_relu_0.2": ("smooth_leaky_relu", {"slope": 0.2}),
     "smooth_leaky_relu_5": ("smooth_leaky_relu", {"slope": 5.0}),
+    "smooth_leaky_relu_5_sharp": ("smooth_leaky_relu", {"slope": 5.0, "sharpness": 10.0}),
     "leaky_relu_0.2": ("leaky_relu", {"slope": 0.2}),
     "leaky_relu_5": ("leaky_relu", {"slope": 5.0}),
     "leaky_tanh_0.1": ("leaky_tanh", {"beta": 0.1}),
