@@ -140,7 +140,14 @@ def _transform(args) -> int:
 def _run(args) -> int:
     from nica.experiment import run_experiment
 
-    run_experiment(args.config, out=args.out, force=args.force, smoke=args.smoke)
+    run_experiment(
+        args.config,
+        out=args.out,
+        force=args.force,
+        smoke=args.smoke,
+        vmap=not args.sequential,
+        seeds=args.seeds,
+    )
     return 0
 
 
@@ -171,6 +178,18 @@ def _parser() -> argparse.ArgumentParser:
     run_cmd.add_argument("--out", default=None, help="results directory")
     run_cmd.add_argument("--force", action="store_true", help="recompute finished cells")
     run_cmd.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
+    run_cmd.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="run only these seeds (e.g. one share per host); default: the config's seeds",
+    )
+    run_cmd.add_argument(
+        "--sequential",
+        action="store_true",
+        help="fit seeds one after another (default: together, vmapped over devices)",
+    )
     run_cmd.set_defaults(handler=_run)
     return parser
 

@@ -24,9 +24,17 @@ from nica.model import ICAModel
 from nica.network import DemixingNetwork, check_gradient
 from nica.priors import PRIORS, make_prior
 from nica.storage import load_npz, save_npz, write_json
-from nica.training import FitResult, fit
+from nica.training import FitResult, TrainingDivergedError, fit_seeds
 
-__all__ = ["FitConfig", "FittedModel", "build_model", "check_labels", "fit_arrays"]
+__all__ = [
+    "FitConfig",
+    "FittedModel",
+    "build_model",
+    "check_labels",
+    "fit_arrays",
+    "fit_arrays_seeds",
+    "make_optimizer",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,6 +221,31 @@ class FittedModel:
         return cls(model, config, arrays["mean"], arrays["scale"], meta["aux"])
 
 
+def _prepare(config: FitConfig, x, u) -> tuple[FittedModel, np.ndarray, np.ndarray | None]:
+    """Checks the data, standardises ``x`` and builds the untrained model for ``config``."""
+    config.validate()
+    x = np.asarray(x, np.float64)
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"x must be 2-D (N, D) with N >= 2, got shape {x.shape}")
+    aux, u = _describe_aux(np.asarray(u) if (u is not None and config.conditional) else None)
+    mean = x.mean(axis=0) if config.standardise else np.zeros(x.shape[1])
+    scale = x.std(axis=0) if config.standardise else np.ones(x.shape[1])
+    if np.any(scale == 0):
+        raise ValueError("x has a constant column; the demixer needs an invertible input")
+    fitted = FittedModel(build_model(config, x.shape[1], aux), config, mean, scale, aux)
+    return fitted, np.asarray(fitted._standardised(x)), u
+
+
+def make_optimizer(config: FitConfig, n_samples: int) -> optax.GradientTransformation:
+    """Gradient clipping + Adam with a cosine-decayed learning rate over the whole fit."""
+    n_train = int(round(n_samples * (1 - config.validation_fraction)))
+    steps = config.epochs * max(1, n_train // config.batch_size)
+    return optax.chain(
+        optax.clip_by_global_norm(config.clip_norm),
+        optax.adam(optax.cosine_decay_schedule(config.learning_rate, steps)),
+    )
+
+
 def fit_arrays(
     config: FitConfig, x: np.ndarray, u: np.ndarray | None = None, *, callback=None
 ) -> FittedModel:
@@ -230,34 +263,65 @@ def fit_arrays(
     Raises:
       ValueError: bad data or settings. TrainingDivergedError: the fit diverged.
     """
-    config.validate()
-    x = np.asarray(x, np.float64)
-    if x.ndim != 2 or x.shape[0] < 2:
-        raise ValueError(f"x must be 2-D (N, D) with N >= 2, got shape {x.shape}")
-    aux, u = _describe_aux(np.asarray(u) if (u is not None and config.conditional) else None)
-    mean = x.mean(axis=0) if config.standardise else np.zeros(x.shape[1])
-    scale = x.std(axis=0) if config.standardise else np.ones(x.shape[1])
-    if np.any(scale == 0):
-        raise ValueError("x has a constant column; the demixer needs an invertible input")
-    fitted = FittedModel(build_model(config, x.shape[1], aux), config, mean, scale, aux)
-    n_train = int(round(x.shape[0] * (1 - config.validation_fraction)))
-    steps = config.epochs * max(1, n_train // config.batch_size)
-    optimizer = optax.chain(
-        optax.clip_by_global_norm(config.clip_norm),
-        optax.adam(optax.cosine_decay_schedule(config.learning_rate, steps)),
-    )
-    fitted.result = fit(
-        jax.random.key(config.seed),
-        fitted.model,
-        np.asarray(fitted._standardised(x)),
-        u,
+    on_record = None if callback is None else (lambda _, record: callback(record))
+    (fitted,) = fit_arrays_seeds([config], [x], None if u is None else [u], callback=on_record)
+    result = fitted.result
+    if result.diverged is not None:
+        raise TrainingDivergedError(
+            result.diverged, epoch=result.epochs_run, history=result.history
+        )
+    return fitted
+
+
+def fit_arrays_seeds(
+    configs, xs, us=None, *, callback=None, shard: bool | None = None
+) -> list[FittedModel]:
+    """Fits several seeds (each with its own data) at once, ``vmap``-ped in one compiled program.
+
+    Args:
+      configs: ``S`` :class:`FitConfig` s that differ only in ``seed``.
+      xs: ``S`` observation arrays of the same shape ``(N, D)``.
+      us: ``None`` or ``S`` auxiliary arrays of the same shape (labels or covariates).
+      callback: receives ``(seed_index, record)`` for each history record.
+      shard: shard the seed axis across local devices (``None``: automatically when there are
+        several); see :func:`nica.training.seed_sharding`.
+
+    Returns:
+      ``S`` :class:`FittedModel` s; a diverged one has ``result.diverged`` set and holds its best
+      parameters. Seed ``i`` matches ``fit_arrays(configs[i], xs[i], us[i])``.
+
+    Raises:
+      ValueError: bad data or settings, or configs that differ in more than the seed.
+    """
+    configs = list(configs)
+    if not configs:
+        raise ValueError("fit_arrays_seeds needs at least one config")
+    shared = dataclasses.replace(configs[0], seed=0)
+    if any(dataclasses.replace(c, seed=0) != shared for c in configs):
+        raise ValueError("fit_arrays_seeds: the configs must differ only in their seed")
+    if len(xs) != len(configs) or (us is not None and len(us) != len(configs)):
+        raise ValueError("pass one x (and one u) per config")
+    prepared = [
+        _prepare(c, x, None if us is None else us[i])
+        for i, (c, x) in enumerate(zip(configs, xs, strict=True))
+    ]
+    fitted = [p[0] for p in prepared]
+    config = configs[0]
+    results = fit_seeds(
+        [jax.random.key(c.seed) for c in configs],
+        [f.model for f in fitted],
+        [p[1] for p in prepared],
+        None if prepared[0][2] is None else [p[2] for p in prepared],
         gradient=config.gradient,
-        optimizer=optimizer,
+        optimizer=make_optimizer(config, prepared[0][1].shape[0]),
         epochs=config.epochs,
         batch_size=config.batch_size,
         validation_fraction=config.validation_fraction,
         patience=config.patience,
         eval_every=config.eval_every,
         callback=callback,
+        shard=shard,
     )
+    for f, result in zip(fitted, results, strict=True):
+        f.result = result
     return fitted
