@@ -160,6 +160,7 @@ def fit(
     patience: int | None = None,
     min_delta: float = 0.0,
     eval_every: int = 1,
+    explode_nats: float | None = 50.0,
     callback: Callable[[dict], None] | None = None,
 ) -> FitResult:
     """Fits by maximum likelihood; the model is updated in place to its best parameters.
@@ -180,6 +181,8 @@ def fit(
       patience: stop after this many evaluations without improvement (``None``: never).
       min_delta: improvement below this does not count for early stopping.
       eval_every: evaluate (exact NLL) every this many epochs, and at the last one.
+      explode_nats: divergence if the validation NLL rises more than this many nats per
+        dimension above both the initial and the best one (``None``: only non-finite values).
       callback: called with each history record (a dict), e.g. to show progress.
 
     Returns:
@@ -209,6 +212,7 @@ def fit(
         patience=patience,
         min_delta=min_delta,
         eval_every=eval_every,
+        explode_nats=explode_nats,
         callback=on_record,
         shard=False,
     )
@@ -264,6 +268,7 @@ def fit_seeds(
     patience: int | None = None,
     min_delta: float = 0.0,
     eval_every: int = 1,
+    explode_nats: float | None = 50.0,
     callback: Callable[[int, dict], None] | None = None,
     shard: bool | None = None,
 ) -> list[FitResult]:
@@ -283,7 +288,7 @@ def fit_seeds(
         array).
       us: ``None``, or ``S`` auxiliary arrays of the same shape.
       gradient, optimizer, epochs, batch_size, validation_fraction, patience, min_delta,
-        eval_every: as in :func:`fit`, shared by all seeds.
+        eval_every, explode_nats: as in :func:`fit`, shared by all seeds.
       callback: called as ``callback(seed_index, record)`` with each history record.
       shard: shard the seed axis across local devices (``None``: when there are several devices
         and several seeds).
@@ -388,6 +393,7 @@ def fit_seeds(
     best_val = np.asarray(nll_fn(params, x_val, u_val), np.float64)[:n_seeds]
     if not np.all(np.isfinite(best_val)):
         raise ValueError("the initial model gives a non-finite NLL on the data")
+    initial_val, dim = best_val.copy(), models[0].demixer.dim
     for i in range(n_seeds):
         record(i, 0, float("nan"), float(best_val[i]))
     best_epoch = np.zeros(n_seeds, int)
@@ -419,6 +425,11 @@ def fit_seeds(
             train = train[:n_seeds]
             for i in np.flatnonzero(active & ~np.isfinite(val)):
                 mark_diverged(i, epoch, "non-finite validation NLL (singular weights?)")
+            if explode_nats is not None:
+                limit = np.maximum(initial_val, best_val) + explode_nats * dim
+                for i in np.flatnonzero(active & (val > limit)):
+                    what = f"validation NLL exploded to {val[i]:.4g} (initial {initial_val[i]:.4g})"
+                    mark_diverged(i, epoch, what)
             improved = active & (val < best_val - min_delta)
             for i in np.flatnonzero(active):
                 record(i, epoch, float(train[i]), float(val[i]))

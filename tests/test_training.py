@@ -138,3 +138,17 @@ def test_bad_settings_get_clear_errors(key):
         fit(key, ICAModel(net, make_prior("laplace")), x, prior="laplace")
     with pytest.raises(ValueError, match="validation_fraction"):
         fit(key, net, x, validation_fraction=1.5)
+
+
+def test_exploding_validation_nll_is_divergence(key):
+    _, x = _linear_ica_data(4, n=1000, dim=3)
+    ascent = optax.sgd(-0.005)  # gradient *ascent*: the NLL climbs, finite for about 10 epochs
+    net = DemixingNetwork(3, 2, rngs=nnx.Rngs(0))
+    with pytest.raises(TrainingDivergedError, match="validation NLL exploded") as info:
+        fit(key, net, x, prior="laplace", optimizer=ascent, epochs=50, explode_nats=1.0)
+    history = info.value.history["val_nll"]
+    assert max(history) <= history[0] + 3.0  # caught at the first evaluation past the limit
+    # Without the check the same climb goes on while the values stay finite.
+    net = DemixingNetwork(3, 2, rngs=nnx.Rngs(0))
+    result = fit(key, net, x, prior="laplace", optimizer=ascent, epochs=12, explode_nats=None)
+    assert result.best_epoch == 0 and result.history["val_nll"][-1] > history[0] + 3.0
