@@ -23,7 +23,6 @@ densities with a small network for a few epochs (for the tests).
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from flax import nnx
 from scipy.stats import multivariate_normal
 
 from nica import DemixingNetwork, ICAModel, fit, make_prior
+from nica.storage import write_json
 from synthetic.toy2d import TOY2D, sample_toy2d
 
 GRID_LIMIT = 4.5
@@ -259,9 +259,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     arrays = ("x_train", "axis", "density", "samples")
     rows = [{k: v for k, v in r.items() if k not in arrays} for r in results]
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "density2d.json").write_text(
-        json.dumps({"settings": settings, "rows": rows}, indent=1) + "\n"
-    )
+    write_json(args.out / "density2d.json", {"settings": settings, "rows": rows})
     table = to_markdown(rows, settings)
     (args.out / "density2d.md").write_text(table)
     plot(results, args.out / "density2d.png")

@@ -35,9 +35,7 @@ finished dimensions), ``gradient_cost.md`` (table with ratios) and ``gradient_co
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -48,6 +46,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from nica import DemixingNetwork, ICAModel, make_prior
+from nica.storage import write_json
 
 METHODS = ("relative", "ordinary", "autodiff", "backprop")
 CPU_DIMS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -187,13 +186,6 @@ def time_methods(
     }
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    """Writes ``obj`` as JSON to ``path`` via a temporary file and ``os.replace``."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def run_sweep(
     dims: Sequence[int],
     *,
@@ -263,7 +255,7 @@ def run_sweep(
             )
         )
         if out_json is not None:
-            write_json_atomic(out_json, records)
+            write_json(out_json, records)
     return records
 
 
