@@ -71,6 +71,7 @@ def write_fit_outputs(out: Path, fitted: FittedModel, data, s_hat, extra: dict) 
         "best_epoch": fitted.result.best_epoch,
         "epochs_run": fitted.result.epochs_run,
         "stop_reason": fitted.result.stop_reason,
+        "restarts": fitted.restarts,
         **extra,
     }
     if data.s is not None:
@@ -100,6 +101,7 @@ def _fit(args) -> int:
         prior=args.prior,
         conditional=conditional,
         gradient=args.gradient,
+        restarts=args.restarts,
     ).validate()
     if conditional and data.u.ndim == 1:
         check_labels(data.u)
@@ -107,7 +109,13 @@ def _fit(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model_name = "conditional (Eq. 4)" if conditional else "unconditional (Eq. 3)"
     n, d = data.x.shape
-    print(f"nica fit: {model_name}, N={n}, D={d}, {config.epochs} epochs", file=sys.stderr)
+    plan = f"{config.epochs} epochs"
+    if config.restarts > 1:
+        plan = (
+            f"best of {config.restarts} initialisations after {config.resolved_restart_epochs}"
+            f" epochs each, then {plan}"
+        )
+    print(f"nica fit: {model_name}, N={n}, D={d}, {plan}", file=sys.stderr)
     start = time.perf_counter()
     fitted = fit_arrays(config, data.x, data.u, callback=_progress(config.epochs))
     wall = time.perf_counter() - start
@@ -165,6 +173,12 @@ def _parser() -> argparse.ArgumentParser:
     fit_cmd.add_argument("--prior", default=defaults.prior, help="auto, gaussian, laplace, ...")
     fit_cmd.add_argument("--unconditional", action="store_true", help="ignore u (Eq. 3)")
     fit_cmd.add_argument("--gradient", choices=GRADIENTS[:2], default=defaults.gradient)
+    fit_cmd.add_argument(
+        "--restarts",
+        type=int,
+        default=defaults.restarts,
+        help="initialisations tried (trained together), best validation NLL kept; 1 = none",
+    )
     fit_cmd.set_defaults(handler=_fit)
 
     transform_cmd = commands.add_parser("transform", help="demix new data with a checkpoint")

@@ -58,13 +58,14 @@ class ExperimentConfig:
     fit: tuple[tuple[str, object], ...] = ()
 
     def smoke(self) -> ExperimentConfig:
-        """A tiny version (2-D data, 2 epochs, 1 seed) that tests run end to end."""
+        """A tiny version (2-D data, 2 restarts x 1 epoch + 2 epochs, 1 seed) for the tests."""
         small = (("n_sources", 2), ("n_segments", 4), ("samples_per_segment", 60))
         settings = tuple(
             Setting(s.label, s.preset, tuple(dict(s.overrides + small).items()))
             for s in self.settings[:2]
         )
-        fit = tuple(dict(self.fit + (("epochs", 2), ("eval_every", 1))).items())
+        tiny = (("epochs", 2), ("eval_every", 1), ("restarts", 2), ("restart_epochs", 1))
+        fit = tuple(dict(self.fit + tiny).items())
         return dataclasses.replace(self, settings=settings, seeds=(0,), fit=fit)
 
 

@@ -36,6 +36,9 @@ def test_fit_writes_every_output_and_transform_reloads(tiny_file, tmp_path, caps
     for key in ("train_nll", "val_nll", "wall_s", "epochs_run", "mcc_pearson", "mcc_spearman"):
         assert np.isfinite(metrics[key]), key
     assert 0 < metrics["mcc_pearson"] <= 1 and metrics["epochs_run"] == 3
+    restarts = metrics["restarts"]  # the default tries 8 initialisations and keeps the best
+    assert len(restarts["val_nll"]) == 8
+    assert restarts["val_nll"][restarts["chosen"]] == min(restarts["val_nll"])
     x = np.load(tiny_file)["x"]
     s_hat = np.load(out / "recovered.npz")["s_hat"]
     assert s_hat.shape == x.shape
@@ -125,6 +128,7 @@ BAD_FLAGS = {
     "non-numeric-epochs": (["--epochs", "ten"], "invalid int value: 'ten'"),
     "non-numeric-seed": (["--seed", "1.5"], "invalid int value: '1.5'"),
     "zero-depth": (["--depth", "0"], "depth must be >= 1"),
+    "zero-restarts": (["--restarts", "0"], "restarts must be >= 1"),
     "unknown-flag": (["--frobnicate"], "unrecognized arguments: --frobnicate"),
 }
 

@@ -43,19 +43,49 @@ def test_gradient_cost_skip_reason():
 
 
 def test_dynamics_smoke(tmp_path):
-    rows = _main("dynamics")(["--smoke", "--out", str(tmp_path)])
-    assert {(r["optimizer"], r["gradient"]) for r in rows} == {
-        (o, g) for o in ("adam", "sgd") for g in ("relative", "ordinary")
-    }
+    rows, gaps, shared = _main("dynamics")(["--smoke", "--out", str(tmp_path)])
+    pairs = {(o, g) for o in ("adam", "sgd") for g in ("relative", "ordinary")}
+    assert {(r["optimizer"], r["gradient"]) for r in rows} == pairs
     record = json.loads((tmp_path / "dynamics.json").read_text())
-    for by_grad in record["curves"].values():
+    assert record["mixing"] == "teacher" and math.isfinite(record["reference_nll"])
+    for opt, by_grad in record["curves"].items():
+        assert record["epochs_recorded"][opt] == list(range(21))
         curves = [by_grad["relative"], by_grad["ordinary"]]
         assert all(len(c) == 2 and len(c[0]) == 21 for c in curves)
-        # Shared initialisations: identical NLL before the first step.
+        # Shared initialisations: identical NLL before the first step, then different paths.
         assert curves[0][0][0] == pytest.approx(curves[1][0][0])
+        assert curves[0][0][-1] != curves[1][0][-1]
         assert all(math.isfinite(v) for c in curves for run in c for v in run)
-    assert len(_table_rows(tmp_path / "dynamics.md")) == 4
+        # Every run trains: the NLL goes down.
+        assert all(run[-1] < run[0] for c in curves for run in c)
+        for g, lr in record["learning_rates"][opt].items():
+            # The chosen rate is the grid rate with the lowest mean final NLL on tuning seeds.
+            tuning = record["tuning_mean_final_nll"][opt][g]
+            assert f"{lr:g}" == min(tuning, key=tuning.get)
+            assert record["grid_final_nll"][opt][g][f"{lr:g}"] == record["final_nll"][opt][g]
+    # The gaps are recomputed from the final NLLs of the shared initialisations.
+    for gap in gaps:
+        rel, ordi = (record["final_nll"][gap["optimizer"]][g] for g in ("relative", "ordinary"))
+        mean_r, mean_o = sum(rel) / len(rel), sum(ordi) / len(ordi)
+        assert gap["mean_gap"] == pytest.approx(abs(mean_r - mean_o) / abs(mean_o), rel=1e-3)
+        paired = [abs(r - o) / abs(o) for r, o in zip(rel, ordi, strict=True)]
+        assert gap["paired_within_1pct"] == sum(p < 0.01 for p in paired)
+    assert len(shared) == 6
+    assert len(_table_rows(tmp_path / "dynamics.md")) == 4 + 1 + 2 + 1 + 6
     assert (tmp_path / "dynamics.png").stat().st_size > 0
+
+
+def test_dynamics_problem_reference_nll():
+    make_problem = runpy.run_path(str(EXPERIMENTS / "dynamics.py"))["make_problem"]
+    x, reference = make_problem(0, 500)
+    assert x.shape == (500, 2) and abs(x.mean()) < 1e-5 and x.std(axis=0) == pytest.approx(1)
+    # The Laplace entropy (2 + 2 log 2 = 3.39 nats for two sources) minus the mean
+    # log-Jacobian: finite and of the right order; the leaky-ReLU problem's reference too.
+    assert 0.5 < reference < 4.0
+    _, reference_lrelu = make_problem(0, 500, mixing="leaky_relu")
+    assert 0.5 < reference_lrelu < 4.0
+    with pytest.raises(ValueError, match="unknown mixing"):
+        make_problem(0, 10, mixing="tanh")
 
 
 def test_density2d_smoke(tmp_path):

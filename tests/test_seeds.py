@@ -165,3 +165,14 @@ def test_seeds_vmap_benchmark_smoke(tmp_path):
         assert r["max_abs_mcc_diff"] < 1e-3  # the two modes recover the same sources
     table = (tmp_path / "seeds_vmap.md").read_text()
     assert "| 1 |" in table and "| 2 |" in table
+
+
+def test_restarts_keep_the_initialisation_with_the_best_validation_nll():
+    x, u = _data(7)
+    config = FitConfig(epochs=2, depth=2, batch_size=64, restarts=4, restart_epochs=3)
+    fitted = fit_arrays(config, x, u)
+    val = fitted.restarts["val_nll"]
+    assert len(val) == 4 and len(set(val)) == 4  # distinct initialisations
+    assert fitted.restarts["chosen"] == int(np.argmin(val))
+    # The main fit starts from the chosen restart, on the same validation split.
+    assert fitted.result.history["val_nll"][0] == pytest.approx(min(val), rel=1e-5)
