@@ -138,7 +138,9 @@ def _machine() -> str:
     """Where a cell ran: JAX platform and the CPU cores this process may use."""
     import jax
 
-    return f"{jax.devices()[0].platform}, {len(os.sched_getaffinity(0))} CPU cores"
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere all cores count
+    cores = len(affinity(0)) if affinity else os.cpu_count()
+    return f"{jax.devices()[0].platform}, {cores} CPU cores"
 
 
 def _summary_rows(config: ExperimentConfig, records: list[dict]) -> list[dict]:
