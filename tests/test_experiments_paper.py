@@ -96,3 +96,11 @@ def test_density2d_smoke(tmp_path):
     table = _table_rows(tmp_path / "density2d.md")
     assert [row[0] for row in table] == [r["name"] for r in rows]
     assert (tmp_path / "density2d.png").stat().st_size > 0
+
+
+def test_optimizer_probe_smoke(tmp_path):
+    records = _main("optimizer_probe")(["--smoke", "--out", str(tmp_path)])
+    combos = {(r["gradient"], r["optimizer"]) for r in records}
+    assert combos == {(g, o) for g in ("relative", "ordinary") for o in ("adam", "sgd_momentum")}
+    assert all(0 < r["mcc_pearson"] <= 1 and math.isfinite(r["best_val_nll"]) for r in records)
+    assert len(_table_rows(tmp_path / "optimizer_probe.md")) == 4
