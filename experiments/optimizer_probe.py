@@ -32,7 +32,7 @@ import jax
 import numpy as np
 import optax
 
-from nica.estimator import FitConfig, build_model
+from nica.estimator import FitConfig, build_model, make_optimizer
 from nica.metrics import mean_correlation_coefficient
 from nica.storage import write_json
 from nica.training import fit_seeds
@@ -55,10 +55,7 @@ def probe(
     aux = {"kind": "segments", "n_segments": int(datasets[0].u.max()) + 1}
     configs = [dataclasses.replace(config, seed=s, gradient=gradient) for s in seeds]
     models = [build_model(c, dim, aux) for c in configs]
-    n_train = int(round(xs[0].shape[0] * (1 - config.validation_fraction)))
-    steps = config.epochs * max(1, n_train // config.batch_size)
-    schedule = optax.cosine_decay_schedule(config.learning_rate, steps)
-    tx = optax.chain(optax.clip_by_global_norm(config.clip_norm), OPTIMIZERS[optimizer](schedule))
+    tx = make_optimizer(config, xs[0].shape[0], base=OPTIMIZERS[optimizer])
     start = time.perf_counter()
     results = fit_seeds(
         [jax.random.key(s) for s in seeds],

@@ -257,15 +257,15 @@ def _prepare(config: FitConfig, x, u) -> tuple[FittedModel, np.ndarray, np.ndarr
 
 
 def make_optimizer(
-    config: FitConfig, n_samples: int, epochs: int | None = None
+    config: FitConfig, n_samples: int, epochs: int | None = None, base=optax.adam
 ) -> optax.GradientTransformation:
-    """Gradient clipping + Adam, learning rate cosine-decayed to 0 over ``epochs`` (default
-    ``config.epochs``) passes over the training split of ``n_samples`` samples."""
+    """Gradient clipping + ``base`` (default Adam), learning rate cosine-decayed to 0 over
+    ``epochs`` (default ``config.epochs``) passes over the training split of ``n_samples``."""
     n_train = int(round(n_samples * (1 - config.validation_fraction)))
     steps = (config.epochs if epochs is None else epochs) * max(1, n_train // config.batch_size)
     return optax.chain(
         optax.clip_by_global_norm(config.clip_norm),
-        optax.adam(optax.cosine_decay_schedule(config.learning_rate, steps)),
+        base(optax.cosine_decay_schedule(config.learning_rate, steps)),
     )
 
 
