@@ -37,7 +37,7 @@ from nica.metrics import mean_correlation_coefficient
 from nica.storage import write_json
 from nica.training import fit_seeds
 
-GRADIENTS = ("relative", "ordinary")
+GRADIENTS = ("relative", "relative_coords", "ordinary")
 OPTIMIZERS = {
     "adam": lambda schedule: optax.adam(schedule),
     "sgd_momentum": lambda schedule: optax.sgd(schedule, momentum=0.9),

@@ -1,7 +1,7 @@
 """The ``nica`` command: thin parsing and file writing around :mod:`nica.estimator`.
 
     nica fit --data FILE.npz --out DIR [--seed N] [--epochs E] [--depth L] [--prior NAME]
-             [--unconditional] [--gradient relative|ordinary]
+             [--unconditional] [--gradient relative|relative_coords|ordinary]
     nica transform --checkpoint DIR --data FILE.npz --out FILE.npz
     nica run [CONFIG] [--out DIR] [--force]
 
@@ -172,7 +172,9 @@ def _parser() -> argparse.ArgumentParser:
     fit_cmd.add_argument("--depth", type=int, default=defaults.depth)
     fit_cmd.add_argument("--prior", default=defaults.prior, help="auto, gaussian, laplace, ...")
     fit_cmd.add_argument("--unconditional", action="store_true", help="ignore u (Eq. 3)")
-    fit_cmd.add_argument("--gradient", choices=GRADIENTS[:2], default=defaults.gradient)
+    fit_cmd.add_argument(
+        "--gradient", choices=[g for g in GRADIENTS if g != "autodiff"], default=defaults.gradient
+    )
     fit_cmd.add_argument(
         "--restarts",
         type=int,

@@ -48,7 +48,8 @@ class FitConfig:
       prior: component family: ``gaussian``/``laplace`` for the conditional model, any of
         ``nica.priors.PRIORS`` for the unconditional one; ``auto`` picks ``laplace`` for both.
       conditional: use ``u`` (Eq. 4) when given; ``False`` fits Eq. 3 and ignores ``u``.
-      gradient: ``relative`` (default), ``ordinary`` or ``autodiff``.
+      gradient: ``relative`` (default), ``relative_coords`` (the optimizer runs in relative
+        coordinates, see ``nica.relative``), ``ordinary`` or ``autodiff``.
       activation: demixer activation name (``nica.activations.ACTIVATIONS``).
       slope: its slope parameter (``slope`` for leaky ReLUs, ``beta`` for leaky tanh); 5 makes
         the demixer's shape the inverse of the benchmarks' leaky-ReLU(0.2) mixing.

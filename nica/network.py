@@ -17,12 +17,25 @@ import jax.numpy as jnp
 from flax import nnx
 
 from nica.activations import Activation, make_activation
-from nica.relative import relative_dense, relative_log_abs_det
+from nica.relative import (
+    coordinate_dense,
+    coordinate_log_abs_det,
+    relative_dense,
+    relative_log_abs_det,
+)
 
-__all__ = ["GRADIENTS", "DemixingNetwork", "InvertibleDense", "check_gradient"]
+__all__ = [
+    "GRADIENTS",
+    "RELATIVE_GRADIENTS",
+    "DemixingNetwork",
+    "InvertibleDense",
+    "check_gradient",
+]
 
 #: Gradient modes of the training step (see :meth:`DemixingNetwork.training_terms`).
-GRADIENTS = ("relative", "ordinary", "autodiff")
+GRADIENTS = ("relative", "relative_coords", "ordinary", "autodiff")
+#: Modes whose training step has no slogdet and no inverse.
+RELATIVE_GRADIENTS = ("relative", "relative_coords")
 
 
 def check_gradient(gradient: str) -> str:
@@ -49,16 +62,22 @@ class InvertibleDense(nnx.Module):
     def __call__(self, x: jax.Array, *, gradient: str = "ordinary") -> jax.Array:
         """Applies the layer, shape ``(batch, dim) -> (batch, dim)``.
 
-        With ``gradient="relative"`` the parameters receive the relative gradient.
+        With ``gradient="relative"`` the parameters receive the relative gradient; with
+        ``"relative_coords"`` the gradient in relative coordinates (see ``nica.relative``).
         """
         if gradient == "relative":
             return relative_dense(x, self.kernel[...], self.bias[...])
+        if gradient == "relative_coords":
+            return coordinate_dense(x, self.kernel[...], self.bias[...])
         return x @ self.kernel[...] + self.bias[...]
 
     def log_abs_det(self, *, gradient: str = "ordinary") -> jax.Array:
-        """``log|det W|`` (scalar); under ``relative``, a zero-valued carrier of its gradient."""
+        """``log|det W|`` (scalar); under the relative modes, a zero-valued carrier of its
+        gradient."""
         if gradient == "relative":
             return relative_log_abs_det(self.kernel[...], self.bias[...])
+        if gradient == "relative_coords":
+            return coordinate_log_abs_det(self.kernel[...])
         return jnp.linalg.slogdet(self.kernel[...])[1]
 
     def forward_and_log_det(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -113,7 +132,9 @@ class DemixingNetwork(nnx.Module):
         Args:
           x: observations, shape ``(batch, dim)``.
           gradient: ``relative`` (layer parameters get the relative gradient; the weight term is
-            a zero-valued carrier of its relative gradient, no slogdet), ``ordinary`` (exact
+            a zero-valued carrier of its relative gradient, no slogdet), ``relative_coords``
+            (the same in relative coordinates, for an optimizer wrapped by
+            ``nica.relative.in_relative_coordinates``), ``ordinary`` (exact
             ``sum_k log|det W_k|`` via slogdet, differentiated by autodiff) or ``autodiff``
             (the whole ``log|det J_g|`` from ``slogdet(jacfwd(g))`` per sample; small D only).
 

@@ -13,14 +13,36 @@ Two pure array functions with a custom VJP carry the whole method:
 Both transform the gradient linearly in the incoming cotangent, so sums and means over a batch
 and any scalar weighting in the loss carry through unchanged. Everything else in the loss (prior
 parameters, activations' log-derivatives through ``z``) gets ordinary gradients.
+
+Relative coordinates (gradient mode ``relative_coords``): the optimizer itself runs in the
+coordinates of the multiplicative perturbation. Each layer is written locally as
+``W (I + E)`` and ``b + beta``; the gradient with respect to ``(E, beta)`` at zero is
+``(W^T G_W, G_b)``, computed as ``Y0^T Delta`` (one B x D x D product) and ``1^T Delta``; the
+``log|det W|`` term contributes the identity (``log|det W(I + E)| = log|det W| + tr E + ...``).
+:func:`in_relative_coordinates` wraps any Optax optimizer so that its update ``U`` for ``E`` is
+applied as ``W <- W + W U`` (one D x D x D product, no inverse) and its update for ``beta`` as
+``b <- b + U_b``. With plain SGD this is exactly ``W <- W - lr W W^T G_W`` (the relative gradient
+of MATH.md) and an ordinary step for ``b``; with an adaptive optimizer (Adam) the elementwise
+scaling acts on ``E``, where the problem is equivariant, rather than on ``W W^T G_W``. The bias
+keeps its ordinary gradient (MATH.md: parameters that are not square layer matrices get ordinary
+gradients), which avoids the ``(1 + b b^T)`` and ``W b^T`` couplings of the augmented form.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
 
-__all__ = ["relative_dense", "relative_gradient_reference", "relative_log_abs_det"]
+__all__ = [
+    "coordinate_dense",
+    "coordinate_log_abs_det",
+    "in_relative_coordinates",
+    "is_layer_kernel",
+    "relative_dense",
+    "relative_gradient_reference",
+    "relative_log_abs_det",
+]
 
 
 @jax.custom_vjp
@@ -109,3 +131,104 @@ def relative_gradient_reference(
     g_hat = jnp.zeros_like(w_hat).at[:dim, :dim].set(grad_kernel).at[dim, :dim].set(grad_bias)
     rel = w_hat @ w_hat.T @ g_hat
     return rel[:dim, :dim], rel[dim, :dim]
+
+
+@jax.custom_vjp
+def coordinate_dense(z: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    """Dense layer ``z @ kernel + bias`` whose parameter gradient is in relative coordinates.
+
+    The backward pass returns, for the kernel, the gradient with respect to ``E`` in
+    ``W (I + E)`` at ``E = 0``: ``W^T G_W = Y0^T Delta`` (``Y0 = z W``, O(B D^2)); for the bias
+    its ordinary gradient ``1^T Delta``. Only meaningful with an optimizer wrapped by
+    :func:`in_relative_coordinates`, which maps the update back to ``W``.
+
+    Args:
+      z: layer inputs, shape ``(batch, dim)``.
+      kernel: square weight matrix ``W``, shape ``(dim, dim)`` (row convention).
+      bias: shape ``(dim,)``.
+
+    Returns:
+      Pre-activations, shape ``(batch, dim)``.
+    """
+    return z @ kernel + bias
+
+
+def _coordinate_dense_fwd(z, kernel, bias):
+    y0 = z @ kernel
+    return y0 + bias, (y0, kernel)
+
+
+def _coordinate_dense_bwd(residuals, delta):
+    y0, kernel = residuals
+    return delta @ kernel.T, y0.T @ delta, delta.sum(axis=0)
+
+
+coordinate_dense.defvjp(_coordinate_dense_fwd, _coordinate_dense_bwd)
+
+
+@jax.custom_vjp
+def coordinate_log_abs_det(kernel: jax.Array) -> jax.Array:
+    """Gradient carrier for ``log|det W|`` in relative coordinates (zero value, O(D) gradient).
+
+    Its gradient is the cotangent times the identity: ``d/dE log|det W (I + E)|`` at ``E = 0``.
+
+    Args:
+      kernel: shape ``(dim, dim)``.
+
+    Returns:
+      A scalar zero of the kernel's dtype.
+    """
+    return jnp.zeros((), kernel.dtype)
+
+
+def _coordinate_log_abs_det_fwd(kernel):
+    return jnp.zeros((), kernel.dtype), kernel.shape[0]
+
+
+def _coordinate_log_abs_det_bwd(dim, cotangent):
+    return (cotangent * jnp.eye(dim, dtype=cotangent.dtype),)
+
+
+coordinate_log_abs_det.defvjp(_coordinate_log_abs_det_fwd, _coordinate_log_abs_det_bwd)
+
+
+def is_layer_kernel(path) -> bool:
+    """Whether a parameter path (``jax.tree_util`` keys) names a demixer layer's square kernel.
+
+    Paths are those of ``nnx.split(ICAModel, nnx.Param, ...)``:
+    ``('demixer', 'layers', k, 'kernel', ...)``.
+    """
+    names = [getattr(key, "key", getattr(key, "name", None)) for key in path]
+    return bool(names) and names[0] == "demixer" and "kernel" in names
+
+
+def in_relative_coordinates(
+    optimizer: optax.GradientTransformation,
+) -> optax.GradientTransformation:
+    """Runs ``optimizer`` on relative coordinates and applies its kernel updates multiplicatively.
+
+    ``optimizer`` receives the gradients of the ``relative_coords`` mode (kernels: ``W^T G_W``;
+    everything else: ordinary) and returns updates ``U``; each demixer kernel's update becomes
+    ``W U`` (so ``W <- W (I + U)``), the others pass unchanged. The state is ``optimizer``'s own,
+    so ``optimizer.init(params)`` initialises the wrapped transformation too.
+
+    Cost: one D x D x D product per layer and step (no inverse), which is within the
+    O(B D^2) of the gradient when ``D <= B``.
+
+    Args:
+      optimizer: any Optax transformation (clipping, schedules, Adam, ...).
+
+    Returns:
+      The wrapped transformation; its ``update`` needs ``params``.
+    """
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("in_relative_coordinates needs params in update()")
+        updates, state = optimizer.update(updates, state, params)
+        updates = jax.tree_util.tree_map_with_path(
+            lambda path, u, w: w @ u if is_layer_kernel(path) else u, updates, params
+        )
+        return updates, state
+
+    return optax.GradientTransformation(optimizer.init, update)

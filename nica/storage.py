@@ -47,10 +47,13 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: cannot read as .npz ({err})") from None
 
 
-def write_json(path: str | os.PathLike, record) -> Path:
-    """Writes ``record`` as indented JSON through a temporary file and ``os.replace``."""
+def write_json(path: str | os.PathLike, record, *, indent: int | None = 2) -> Path:
+    """Writes ``record`` as JSON through a temporary file and ``os.replace``.
+
+    ``indent=None`` writes it compactly (for long lists of numbers).
+    """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
+    tmp.write_text(json.dumps(record, indent=indent, sort_keys=False) + "\n")
     os.replace(tmp, path)
     return path

@@ -20,6 +20,7 @@ from flax import nnx
 
 from nica.model import ICAModel
 from nica.network import check_gradient
+from nica.relative import in_relative_coordinates
 
 __all__ = [
     "FitResult",
@@ -95,8 +96,14 @@ def make_epoch_fn(
     ``x`` (N, D) and ``u`` (N, ...) or ``None`` with ``key``, drops the last partial batch, and
     scans one optimizer step per minibatch. ``data_nll`` is the mean minibatch NLL without the
     weights' log-determinants; ``finite`` says whether every loss and parameter stayed finite.
+
+    Under ``gradient="relative_coords"`` the optimizer runs in relative coordinates
+    (``nica.relative.in_relative_coordinates``; same state as ``optimizer``, so states from
+    ``optimizer.init`` fit).
     """
     check_gradient(gradient)
+    if gradient == "relative_coords":
+        optimizer = in_relative_coordinates(optimizer)
 
     def loss_fn(params, xb, ub):
         model = nnx.merge(graphdef, params, rest)

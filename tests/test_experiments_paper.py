@@ -44,17 +44,19 @@ def test_gradient_cost_skip_reason():
 
 def test_dynamics_smoke(tmp_path):
     rows, gaps, shared = _main("dynamics")(["--smoke", "--out", str(tmp_path)])
-    pairs = {(o, g) for o in ("adam", "sgd") for g in ("relative", "ordinary")}
+    modes = ("relative", "relative_coords", "ordinary")
+    pairs = {(o, g) for o in ("adam", "sgd") for g in modes}
     assert {(r["optimizer"], r["gradient"]) for r in rows} == pairs
     record = json.loads((tmp_path / "dynamics.json").read_text())
     assert record["mixing"] == "teacher" and math.isfinite(record["reference_nll"])
     for opt, by_grad in record["curves"].items():
         assert record["epochs_recorded"][opt] == list(range(21))
-        curves = [by_grad["relative"], by_grad["ordinary"]]
+        curves = [by_grad[g] for g in modes]
         assert all(len(c) == 2 and len(c[0]) == 21 for c in curves)
         # Shared initialisations: identical NLL before the first step, then different paths.
-        assert curves[0][0][0] == pytest.approx(curves[1][0][0])
-        assert curves[0][0][-1] != curves[1][0][-1]
+        for other in curves[1:]:
+            assert curves[0][0][0] == pytest.approx(other[0][0])
+            assert curves[0][0][-1] != other[0][-1]
         assert all(math.isfinite(v) for c in curves for run in c for v in run)
         # Every run trains: the NLL goes down.
         assert all(run[-1] < run[0] for c in curves for run in c)
@@ -64,14 +66,20 @@ def test_dynamics_smoke(tmp_path):
             assert f"{lr:g}" == min(tuning, key=tuning.get)
             assert record["grid_final_nll"][opt][g][f"{lr:g}"] == record["final_nll"][opt][g]
     # The gaps are recomputed from the final NLLs of the shared initialisations.
+    assert {(g["optimizer"], g["gradient"]) for g in gaps} == pairs - {
+        ("adam", "ordinary"),
+        ("sgd", "ordinary"),
+    }
     for gap in gaps:
-        rel, ordi = (record["final_nll"][gap["optimizer"]][g] for g in ("relative", "ordinary"))
+        rel, ordi = (
+            record["final_nll"][gap["optimizer"]][g] for g in (gap["gradient"], "ordinary")
+        )
         mean_r, mean_o = sum(rel) / len(rel), sum(ordi) / len(ordi)
         assert gap["mean_gap"] == pytest.approx(abs(mean_r - mean_o) / abs(mean_o), rel=1e-3)
         paired = [abs(r - o) / abs(o) for r, o in zip(rel, ordi, strict=True)]
         assert gap["paired_within_1pct"] == sum(p < 0.01 for p in paired)
-    assert len(shared) == 6
-    assert len(_table_rows(tmp_path / "dynamics.md")) == 4 + 1 + 2 + 1 + 6
+    assert len(shared) == 2 * 2 * 3  # optimizers x relative modes x grid rates
+    assert len(_table_rows(tmp_path / "dynamics.md")) == 6 + 1 + 4 + 1 + 12
     assert (tmp_path / "dynamics.png").stat().st_size > 0
 
 
@@ -101,6 +109,21 @@ def test_density2d_smoke(tmp_path):
 def test_optimizer_probe_smoke(tmp_path):
     records = _main("optimizer_probe")(["--smoke", "--out", str(tmp_path)])
     combos = {(r["gradient"], r["optimizer"]) for r in records}
-    assert combos == {(g, o) for g in ("relative", "ordinary") for o in ("adam", "sgd_momentum")}
+    assert combos == {
+        (g, o)
+        for g in ("relative", "relative_coords", "ordinary")
+        for o in ("adam", "sgd_momentum")
+    }
     assert all(0 < r["mcc_pearson"] <= 1 and math.isfinite(r["best_val_nll"]) for r in records)
-    assert len(_table_rows(tmp_path / "optimizer_probe.md")) == 4
+    assert len(_table_rows(tmp_path / "optimizer_probe.md")) == 6
+
+
+def test_relative_coords_benchmarks_smoke(tmp_path):
+    script = runpy.run_path(str(EXPERIMENTS / "relative_coords.py"))
+    for config in script["configs"]().values():
+        assert dict(config.fit)["gradient"] == "relative_coords"
+        assert config.models == ("conditional",)
+    rows = script["main"](["--smoke", "--out", str(tmp_path)])["ivae"]
+    assert {r["model"] for r in rows} == {"conditional"}
+    assert all(r["diverged"] == 0 and 0 < r["mcc_pearson"][0] <= 1 for r in rows)
+    assert (tmp_path / "ivae" / "report.md").stat().st_size > 0

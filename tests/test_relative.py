@@ -7,8 +7,9 @@ import optax
 import pytest
 from flax import nnx
 
+from nica.conditional import ContinuousPrior
 from nica.model import ICAModel
-from nica.network import GRADIENTS, DemixingNetwork
+from nica.network import GRADIENTS, RELATIVE_GRADIENTS, DemixingNetwork
 from nica.priors import PRIORS, make_prior
 from nica.relative import relative_dense, relative_gradient_reference, relative_log_abs_det
 from nica.training import make_epoch_fn
@@ -127,7 +128,7 @@ def _primitives(jaxpr) -> set[str]:
 
 
 @pytest.mark.parametrize("gradient", GRADIENTS)
-def test_only_the_relative_training_step_is_free_of_decompositions(gradient):
+def test_only_the_relative_training_steps_are_free_of_decompositions(gradient):
     model = _model(6, 3, "laplace", seed=0, dtype=jnp.float32)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.adam(1e-3)
@@ -136,7 +137,94 @@ def test_only_the_relative_training_step_is_free_of_decompositions(gradient):
     jaxpr = jax.make_jaxpr(epoch)(params, tx.init(params), jax.random.key(0), x, None)
     found = _primitives(jaxpr.jaxpr) & DECOMPOSITIONS
     assert "scan" in _primitives(jaxpr.jaxpr)  # the walker sees inside the epoch loop
-    if gradient == "relative":
-        assert not found, f"relative step uses {found}"
+    if gradient in RELATIVE_GRADIENTS:
+        assert not found, f"{gradient} step uses {found}"
     else:
         assert "lu" in found
+
+
+def _prior_leaves(tree):
+    return jax.tree.leaves(tree["prior"]) if "prior" in tree else []
+
+
+def _layer_params(tree, k):
+    layer = tree["demixer"]["layers"][k]
+    return layer["kernel"][...], layer["bias"][...]
+
+
+@pytest.mark.parametrize("prior", sorted(PRIORS))
+@pytest.mark.parametrize("batch", [1, 7])
+@pytest.mark.parametrize("dim", [2, 5, 17])
+def test_coordinate_gradient_is_w_transpose_times_ordinary_gradient(dim, batch, prior, x64):
+    """relative_coords: kernels get W^T G_W (the gradient in E of W(I + E)), the rest G."""
+    model = _model(dim, depth=3, prior=prior, seed=dim + batch)
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(batch, dim)))
+    ordinary = _grads(model, x, "ordinary")
+    coords = _grads(model, x, "relative_coords")
+    for k, layer in enumerate(model.demixer.layers):
+        g_w, g_b = _layer_params(ordinary, k)
+        c_w, c_b = _layer_params(coords, k)
+        assert _rel_err(c_w, layer.kernel[...].T @ g_w) < 1e-10, f"layer {k} kernel"
+        assert _rel_err(c_b, g_b) < 1e-10, f"layer {k} bias"
+    for a, b in zip(_prior_leaves(ordinary), _prior_leaves(coords), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
+
+
+def _one_full_batch_step(model, x, tx, gradient, u=None):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    epoch = make_epoch_fn(graphdef, rest, tx, gradient=gradient, batch_size=x.shape[0])
+    new, _, _, finite = epoch(params, tx.init(params), jax.random.key(0), x, u)
+    assert bool(finite)
+    return params, new
+
+
+def test_sgd_in_relative_coordinates_is_the_relative_gradient_step(x64):
+    """With plain SGD: W <- W - lr W W^T G_W (MATH.md); b and the prior's parameters (here a
+    conditioning MLP, whose own kernels must not be mapped) take ordinary steps."""
+    lr = 0.05
+    model = _model(4, depth=3, prior="laplace", seed=8)
+    model.prior = ContinuousPrior(2, 4, hidden=(6,), rngs=nnx.Rngs(1), param_dtype=jnp.float64)
+    rng = np.random.default_rng(5)
+    x, u = (jnp.asarray(rng.normal(size=(23, d))) for d in (4, 2))
+    graphdef, params = nnx.split(model, nnx.Param)
+    ordinary = jax.grad(
+        lambda p: nnx.merge(graphdef, p).training_loss(x, u, gradient="ordinary")[0]
+    )(params)
+    before, after = _one_full_batch_step(model, x, optax.sgd(lr), "relative_coords", u)
+    for k in range(3):
+        w, b = _layer_params(before, k)
+        g_w, g_b = _layer_params(ordinary, k)
+        new_w, new_b = _layer_params(after, k)
+        assert _rel_err(new_w, w - lr * w @ w.T @ g_w) < 1e-12
+        assert _rel_err(new_b, b - lr * g_b) < 1e-12
+    priors = [_prior_leaves(t) for t in (before, ordinary, after)]
+    assert len(priors[0]) >= 4  # the MLP's kernels and biases, plus the heads
+    for p, g, q in zip(*priors, strict=True):
+        np.testing.assert_allclose(q, p - lr * g, rtol=1e-12, atol=1e-15)
+
+
+def test_adam_in_relative_coordinates_updates_w_multiplicatively(x64):
+    """Adam's update U of the coordinates E is applied as W <- W (I + U)."""
+    tx = optax.adam(0.01)
+    model = _model(5, depth=2, prior="laplace", seed=2)
+    x = jnp.asarray(np.random.default_rng(6).normal(size=(11, 5)))
+    coords = _grads(model, x, "relative_coords")
+    before, after = _one_full_batch_step(model, x, tx, "relative_coords")
+    updates, _ = tx.update(coords, tx.init(before), before)
+    for k in range(2):
+        w, b = _layer_params(before, k)
+        u_w, u_b = _layer_params(updates, k)
+        new_w, new_b = _layer_params(after, k)
+        assert _rel_err(new_w, w @ (jnp.eye(5) + u_w)) < 1e-12
+        assert _rel_err(new_b, b + u_b) < 1e-12
+        # Adam moved the coordinates, so W changed by W U, not by U.
+        assert _rel_err(new_w, w + u_w) > 1e-3
+
+
+def test_relative_coordinates_need_params():
+    from nica.relative import in_relative_coordinates
+
+    tx = in_relative_coordinates(optax.sgd(0.1))
+    grads = {"demixer": {"kernel": jnp.eye(2)}}
+    with pytest.raises(ValueError, match="needs params"):
+        tx.update(grads, tx.init(grads))

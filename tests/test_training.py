@@ -56,8 +56,9 @@ def _fit_2d(gradient):
     return result.history["val_nll"][-1], result.history["val_nll"][0]
 
 
-def test_relative_and_ordinary_reach_the_same_nll_in_2d():
-    relative, start = _fit_2d("relative")
+@pytest.mark.parametrize("gradient", ["relative", "relative_coords"])
+def test_relative_and_ordinary_reach_the_same_nll_in_2d(gradient):
+    relative, start = _fit_2d(gradient)
     ordinary, _ = _fit_2d("ordinary")
     assert relative < start - 0.1  # both actually learned something
     assert abs(relative - ordinary) <= 0.01 * abs(ordinary)
