@@ -48,8 +48,11 @@ class FitConfig:
       prior: component family: ``gaussian``/``laplace`` for the conditional model, any of
         ``nica.priors.PRIORS`` for the unconditional one; ``auto`` picks ``laplace`` for both.
       conditional: use ``u`` (Eq. 4) when given; ``False`` fits Eq. 3 and ignores ``u``.
-      gradient: ``relative`` (default), ``relative_coords`` (the optimizer runs in relative
-        coordinates, see ``nica.relative``), ``ordinary`` or ``autodiff``.
+      gradient: ``relative_coords`` (default: the relative gradient with the optimizer run in
+        relative coordinates and ordinary bias gradients, see ``nica.relative``), ``relative``
+        (MATH.md's augmented relative gradient), ``ordinary`` or ``autodiff``. On the iVAE
+        benchmark ``relative_coords`` gave median MCC 0.979 against 0.966 for ``relative``, and
+        0.95 against 0.83 at 10 sources.
       activation: demixer activation name (``nica.activations.ACTIVATIONS``).
       slope: its slope parameter (``slope`` for leaky ReLUs, ``beta`` for leaky tanh); 5 makes
         the demixer's shape the inverse of the benchmarks' leaky-ReLU(0.2) mixing.
@@ -66,7 +69,7 @@ class FitConfig:
         once, ``vmap``-ped), the one with the lowest validation NLL is kept and trained for
         ``epochs`` more. 1 = a single initialisation. The true sources are never used. The
         likelihood has many poor local optima on deep mixings: on the iVAE benchmark, 8
-        restarts took the median MCC from 0.88 to 0.97.
+        restarts took the median MCC from 0.88 to 0.97 (``relative`` mode).
       restart_epochs: length of each restart's short fit (``None``: a third of ``epochs``).
     """
 
@@ -75,7 +78,7 @@ class FitConfig:
     depth: int = 4
     prior: str = "auto"
     conditional: bool = True
-    gradient: str = "relative"
+    gradient: str = "relative_coords"
     activation: str = "smooth_leaky_relu"
     slope: float = 5.0
     sharpness: float = 10.0

@@ -48,6 +48,7 @@ class ExperimentConfig:
       seeds: data and fit seeds.
       models: any of ``conditional``, ``unconditional``, ``fastica`` (needs scikit-learn).
       fit: ``FitConfig`` field overrides shared by the nica models.
+      command: the command that reproduces the report (default ``nica run <name>``).
     """
 
     name: str
@@ -57,6 +58,7 @@ class ExperimentConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     models: tuple[str, ...] = MODELS
     fit: tuple[tuple[str, object], ...] = ()
+    command: str | None = None
 
     def smoke(self) -> ExperimentConfig:
         """A tiny version (2-D data, 2 restarts x 1 epoch + 2 epochs, 1 seed) for the tests."""
@@ -158,13 +160,31 @@ def _summary_rows(config: ExperimentConfig, records: list[dict]) -> list[dict]:
     return rows
 
 
+def recovery_verdicts(rows: list[dict]) -> list[str]:
+    """One Markdown bullet per setting: which models recovered the sources (median Pearson MCC
+    at least :data:`RECOVERED_MCC`) and which did not."""
+    lines = []
+    for setting in dict.fromkeys(r["setting"] for r in rows):
+        verdict = {
+            r["model"]: r["mcc_pearson"][2] >= RECOVERED_MCC
+            for r in rows
+            if r["setting"] == setting
+        }
+        yes = [m for m, ok in verdict.items() if ok]
+        no = [m for m, ok in verdict.items() if not ok]
+        parts = [f"recovered by {', '.join(yes)}" if yes else "recovered by no model"]
+        parts += [f"not by {', '.join(no)}"] if yes and no else []
+        lines.append(f"- {setting}: {'; '.join(parts)}.")
+    return lines
+
+
 def _report(config: ExperimentConfig, rows: list[dict], records: list[dict], out: Path) -> str:
     lines = [
         f"# {config.name}",
         "",
         config.description,
         "",
-        f"Seeds: {list(config.seeds)}. Command: `nica run {config.name}`.",
+        f"Seeds: {list(config.seeds)}. Command: `{config.command or f'nica run {config.name}'}`.",
         "",
         f"| {config.sweep} | model | Pearson MCC mean ± std | median | Spearman MCC mean ± std"
         " | median | fit time (s) | n | diverged |",
@@ -177,15 +197,7 @@ def _report(config: ExperimentConfig, rows: list[dict], records: list[dict], out
             f"| {s[0]:.3f} ± {s[1]:.3f} | {s[2]:.3f} | {t[0]:.1f} | {r['n']} | {r['diverged']} |"
         )
     lines += ["", f"Recovered = median Pearson MCC >= {RECOVERED_MCC}:", ""]
-    for setting in dict.fromkeys(r["setting"] for r in rows):
-        verdict = {
-            r["model"]: r["mcc_pearson"][2] >= RECOVERED_MCC
-            for r in rows
-            if r["setting"] == setting
-        }
-        yes = [m for m, ok in verdict.items() if ok] or ["none"]
-        no = [m for m, ok in verdict.items() if not ok] or ["none"]
-        lines.append(f"- {setting}: recovered by {', '.join(yes)}; not by {', '.join(no)}.")
+    lines += recovery_verdicts(rows)
     lines += [
         "",
         "Fit time is wall time per fit, including the restarts, on "

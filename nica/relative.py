@@ -182,11 +182,11 @@ def coordinate_log_abs_det(kernel: jax.Array) -> jax.Array:
 
 
 def _coordinate_log_abs_det_fwd(kernel):
-    return jnp.zeros((), kernel.dtype), kernel.shape[0]
+    return jnp.zeros((), kernel.dtype), kernel
 
 
-def _coordinate_log_abs_det_bwd(dim, cotangent):
-    return (cotangent * jnp.eye(dim, dtype=cotangent.dtype),)
+def _coordinate_log_abs_det_bwd(kernel, cotangent):
+    return (cotangent * jnp.eye(kernel.shape[0], dtype=kernel.dtype),)
 
 
 coordinate_log_abs_det.defvjp(_coordinate_log_abs_det_fwd, _coordinate_log_abs_det_bwd)
@@ -214,6 +214,10 @@ def in_relative_coordinates(
 
     Cost: one D x D x D product per layer and step (no inverse), which is within the
     O(B D^2) of the gradient when ``D <= B``.
+
+    Under an adaptive optimizer the multiplicative steps compound: a direction the optimizer
+    keeps pushing grows or shrinks geometrically, not linearly. The trainer's divergence check
+    catches the runs where this explodes (seen at 50 sources, see the README).
 
     Args:
       optimizer: any Optax transformation (clipping, schedules, Adam, ...).

@@ -159,7 +159,7 @@ def fit(
     u=None,
     *,
     prior: str | nnx.Module | None = None,
-    gradient: str = "relative",
+    gradient: str = "relative_coords",
     optimizer: optax.GradientTransformation | None = None,
     epochs: int = 100,
     batch_size: int = 100,
@@ -179,7 +179,8 @@ def fit(
       u: auxiliary variable, ``(N,)`` integer labels or ``(N, d)`` floats, for a conditional
         prior; ``None`` for the unconditional model.
       prior: with a bare demixer, a prior name from ``nica.priors.PRIORS`` or a prior module.
-      gradient: ``relative`` (default), ``ordinary`` or ``autodiff`` (see ``nica.network``).
+      gradient: ``relative_coords`` (default), ``relative``, ``ordinary`` or ``autodiff`` (see
+        ``nica.network`` and ``nica.relative``).
       optimizer: any Optax transformation; default ``optax.adam(1e-3)``.
       epochs: maximum number of passes over the training split.
       batch_size: minibatch size (capped at the training-split size).
@@ -267,7 +268,7 @@ def fit_seeds(
     xs,
     us=None,
     *,
-    gradient: str = "relative",
+    gradient: str = "relative_coords",
     optimizer: optax.GradientTransformation | None = None,
     epochs: int = 100,
     batch_size: int = 100,

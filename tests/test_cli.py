@@ -31,7 +31,7 @@ def test_fit_writes_every_output_and_transform_reloads(tiny_file, tmp_path, caps
     assert (out / "training_curve.png").is_file()
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == "conditional" and config["seed"] == 1 and config["depth"] == 2
-    assert config["prior"] == "laplace" and config["gradient"] == "relative"
+    assert config["prior"] == "laplace" and config["gradient"] == "relative_coords"
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("train_nll", "val_nll", "wall_s", "epochs_run", "mcc_pearson", "mcc_spearman"):
         assert np.isfinite(metrics[key]), key

@@ -98,3 +98,16 @@ def test_seed_shares_run_separately_then_assemble(tmp_path, monkeypatch):
     assert fitted_seeds == [] and rows[0]["n"] == 2
     with pytest.raises(ValueError, match="seeds must be non-negative integers"):
         experiment.run_experiment(config, out=tmp_path, seeds=[-1], log=quiet)
+
+
+def test_recovery_verdicts_name_the_models_on_each_side():
+    def row(setting, model, median):
+        return {"setting": setting, "model": model, "mcc_pearson": (median, 0.0, median)}
+
+    rows = [row("a", "conditional", 0.97), row("a", "fastica", 0.6), row("b", "conditional", 0.9)]
+    rows.append(row("c", "conditional", experiment.RECOVERED_MCC))
+    assert experiment.recovery_verdicts(rows) == [
+        "- a: recovered by conditional; not by fastica.",
+        "- b: recovered by no model.",
+        "- c: recovered by conditional.",
+    ]

@@ -118,10 +118,10 @@ def test_optimizer_probe_smoke(tmp_path):
     assert len(_table_rows(tmp_path / "optimizer_probe.md")) == 6
 
 
-def test_relative_coords_benchmarks_smoke(tmp_path):
-    script = runpy.run_path(str(EXPERIMENTS / "relative_coords.py"))
-    for config in script["configs"]().values():
-        assert dict(config.fit)["gradient"] == "relative_coords"
+def test_gradient_benchmarks_smoke(tmp_path):
+    script = runpy.run_path(str(EXPERIMENTS / "gradient_benchmarks.py"))
+    for config in script["configs"]("relative").values():
+        assert dict(config.fit)["gradient"] == "relative"
         assert config.models == ("conditional",)
     rows = script["main"](["--smoke", "--out", str(tmp_path)])["ivae"]
     assert {r["model"] for r in rows} == {"conditional"}
