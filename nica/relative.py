@@ -229,6 +229,12 @@ def in_relative_coordinates(
     def update(updates, state, params=None):
         if params is None:
             raise ValueError("in_relative_coordinates needs params in update()")
+        flat, _ = jax.tree_util.tree_flatten_with_path(params)
+        if not any(is_layer_kernel(path) for path, _ in flat):
+            raise ValueError(
+                "in_relative_coordinates found no demixer kernels in params "
+                "(expected paths ('demixer', 'layers', k, 'kernel'), as from nnx.split(ICAModel))"
+            )
         updates, state = optimizer.update(updates, state, params)
         updates = jax.tree_util.tree_map_with_path(
             lambda path, u, w: w @ u if is_layer_kernel(path) else u, updates, params

@@ -221,10 +221,13 @@ def test_adam_in_relative_coordinates_updates_w_multiplicatively(x64):
         assert _rel_err(new_w, w + u_w) > 1e-3
 
 
-def test_relative_coordinates_need_params():
+def test_relative_coordinates_need_params_with_demixer_kernels():
     from nica.relative import in_relative_coordinates
 
     tx = in_relative_coordinates(optax.sgd(0.1))
     grads = {"demixer": {"kernel": jnp.eye(2)}}
     with pytest.raises(ValueError, match="needs params"):
         tx.update(grads, tx.init(grads))
+    with pytest.raises(ValueError, match="no demixer kernels"):
+        other = {"net": {"kernel": jnp.eye(2)}}
+        tx.update(other, tx.init(other), other)
