@@ -1,59 +1,230 @@
-"""Atomic, byte-deterministic result files: ``.npz`` arrays and JSON records.
+"""Atomic, byte-deterministic result files (``.npz``, JSON, text) and claim files.
 
-``np.savez`` stamps the current time into the archive, so two identical results would differ
-byte for byte; :func:`save_npz` fixes the timestamps and writes through a temporary file and
-``os.replace``, so a reader never sees a half-written file.
+Every writer writes to a unique temporary file in the destination folder
+(``.NAME.XXXXXXXX.tmp``) and moves it into place with :func:`os.replace`, so a reader never
+sees a half-written file, two processes writing the same path never collide on a temporary
+name, and a failed write leaves nothing behind. ``np.savez`` stamps the current time into the
+archive; :func:`save_npz` fixes the timestamps, so identical arrays give identical bytes.
+
+:func:`claim` / :func:`release` let several processes (or hosts sharing a folder) split work:
+a claim file is created with ``O_CREAT | O_EXCL``, so exactly one process gets it; a claim
+older than ``stale_after`` seconds (its holder died) can be taken over by exactly one process.
+
+This module imports only the standard library and NumPy.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
 import io
 import json
 import os
+import socket
+import tempfile
+import time
+import uuid
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["load_npz", "save_npz", "write_json"]
+__all__ = [
+    "claim",
+    "load_npz",
+    "read_json",
+    "release",
+    "save_npz",
+    "write_json",
+    "write_text",
+]
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-def save_npz(path: str | os.PathLike, **arrays) -> Path:
-    """Writes ``arrays`` to ``path`` as an uncompressed ``.npz``, atomically and reproducibly."""
+@functools.cache
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file (``mkstemp`` alone gives 0o600)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Calls ``write(file)`` on a unique temporary file beside ``path``, then renames it.
+
+    Raises an ``OSError`` naming ``path`` (not the temporary file) if ``path`` is a folder or
+    cannot be written; the temporary file is removed on any failure.
+    """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
-        for name in sorted(arrays):
-            buffer = io.BytesIO()
-            np.lib.format.write_array(buffer, np.asarray(arrays[name]), allow_pickle=False)
-            archive.writestr(zipfile.ZipInfo(f"{name}.npy", _EPOCH), buffer.getvalue())
-    os.replace(tmp, path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder, cannot write a file there", str(path))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write ({err.strerror})", str(path)) from None
+    try:
+        with os.fdopen(fd, "wb") as file:
+            os.fchmod(file.fileno(), _file_mode())
+            write(file)
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno is not None:
+            raise OSError(err.errno, f"cannot write ({err.strerror})", str(path)) from None
+        raise
     return path
 
 
+def save_npz(path: str | os.PathLike, **arrays) -> Path:
+    """Writes ``arrays`` to ``path`` as an uncompressed ``.npz``, atomically and reproducibly.
+
+    Keys are written in sorted order with a fixed timestamp; ``path`` is used as given (no
+    ``.npz`` suffix is appended). Object arrays are refused (they would need pickle).
+    """
+    buffers = {}
+    for name in sorted(arrays):
+        buffer = io.BytesIO()
+        np.lib.format.write_array(buffer, np.asarray(arrays[name]), allow_pickle=False)
+        buffers[name] = buffer.getvalue()
+
+    def write(file: IO[bytes]) -> None:
+        with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
+            for name, data in buffers.items():
+                archive.writestr(zipfile.ZipInfo(f"{name}.npy", _EPOCH), data)
+
+    return _atomic_write(path, write)
+
+
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Reads every array of an ``.npz`` file into a dict (ValueError if it is not one)."""
+    """Reads every array of an ``.npz`` file into a dict (ValueError naming the file otherwise)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise ValueError("not an .npz archive")
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an .npz archive")
+        with archive:
             return {key: archive[key] for key in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise ValueError(f"{path}: cannot read as .npz ({err})") from None
 
 
-def write_json(path: str | os.PathLike, record, *, indent: int | None = 2) -> Path:
-    """Writes ``record`` as JSON through a temporary file and ``os.replace``.
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Writes ``text`` (UTF-8) to ``path`` atomically."""
+    data = text.encode("utf-8")
+    return _atomic_write(path, lambda file: file.write(data))
+
+
+def write_json(path: str | os.PathLike, record: Any, *, indent: int | None = 2) -> Path:
+    """Writes ``record`` as JSON (with a final newline) to ``path`` atomically.
 
     ``indent=None`` writes it compactly (for long lists of numbers).
     """
+    return write_text(path, json.dumps(record, indent=indent) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Reads a JSON file; a missing, empty or invalid file is a one-line ValueError naming it."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=indent, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read ({err.strerror})") from None
+    if not data.strip():
+        raise ValueError(f"{path}: empty file, expected JSON")
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        reason = (
+            f"{err.msg} at line {err.lineno} column {err.colno}"
+            if isinstance(err, json.JSONDecodeError)
+            else "not UTF-8 text"
+        )
+        raise ValueError(f"{path}: invalid JSON ({reason})") from None
+
+
+def _claim_record() -> bytes:
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
+    return json.dumps(record).encode("utf-8")
+
+
+def _create_exclusive(path: Path) -> bool:
+    """Creates ``path`` holding this process's claim record; False if it already exists."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _file_mode())
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as file:
+        file.write(_claim_record())
+    return True
+
+
+def claim(path: str | os.PathLike, *, stale_after: float) -> bool:
+    """Takes the claim file ``path`` for this process; True if taken, False if held elsewhere.
+
+    The file is created atomically (``O_CREAT | O_EXCL``) and holds ``{"pid", "host",
+    "time"}``. A claim whose file was last modified more than ``stale_after`` seconds ago is
+    taken over: it is renamed away (only one process can rename a given file) and checked to be
+    the stale one (same inode and modification time) before a new claim is created, again with
+    ``O_EXCL``; so at most one process wins, also when several find the same stale claim.
+
+    Args:
+      path: the claim file (its folder must exist).
+      stale_after: age in seconds after which a claim is presumed abandoned.
+    """
+    if stale_after <= 0:
+        raise ValueError(f"stale_after must be > 0 seconds, got {stale_after}")
+    path = Path(path)
+    for _ in range(3):
+        if _create_exclusive(path):
+            return True
+        try:
+            seen = os.stat(path)
+        except FileNotFoundError:  # released meanwhile: try to create it again
+            continue
+        if time.time() - seen.st_mtime < stale_after:
+            return False
+        grave = path.with_name(f".{path.name}.{uuid.uuid4().hex}.stale")
+        try:
+            os.rename(path, grave)
+        except FileNotFoundError:  # someone else broke it first
+            continue
+        taken = os.stat(grave)
+        if (taken.st_ino, taken.st_mtime_ns) != (seen.st_ino, seen.st_mtime_ns):
+            # We moved a fresh claim made meanwhile by the process that broke the stale one:
+            # put it back (link does not overwrite a claim created in between) and give way.
+            with contextlib.suppress(FileExistsError):
+                os.link(grave, path)
+            os.unlink(grave)
+            return False
+        os.unlink(grave)
+    return False
+
+
+def release(path: str | os.PathLike) -> bool:
+    """Removes the claim file ``path`` if this process holds it; returns whether it did.
+
+    A claim taken over by another process (because ours went stale) is left alone.
+    """
+    path = Path(path)
+    try:
+        record = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        return False
+    if not isinstance(record, dict):
+        return False
+    if record.get("pid") != os.getpid() or record.get("host") != socket.gethostname():
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return True

@@ -9,22 +9,23 @@ File format (the same one the ``nica`` CLI reads):
 * ``config_json``: generator configuration as a JSON string (0-d unicode array). Optional.
 * ``mixing_json``: :meth:`synthetic.mixing.Mixing.to_dict` as a JSON string. Optional.
 
-Loading tolerates the absence of every optional key and rejects malformed files with a one-line
-``ValueError`` that names the file and the problem.
+Files are written and read through :mod:`nica.storage` (atomic, byte-deterministic) and checked
+with :func:`nica.data.check_observations`. Loading tolerates the absence of every optional key
+and rejects malformed files with a one-line ``ValueError`` that names the file and the problem.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from nica.data import check_labels, check_observations
+from nica.storage import load_npz, save_npz
 from synthetic.mixing import Mixing
 
 _KNOWN_KEYS = ("x", "s", "u", "config_json", "mixing_json")
@@ -37,61 +38,28 @@ def validate_arrays(
     *,
     source: str = "data",
 ) -> None:
-    """Checks the shapes, dtypes and finiteness of a dataset's arrays.
+    """Checks a dataset's arrays with :func:`nica.data.check_observations`, plus one rule.
+
+    The rule of this file format: a 1-D ``u`` holds integer segment labels (integer dtype,
+    non-negative); a continuous ``u`` is stored as ``(N, d)``.
 
     Args:
-        x: observations, must be ``(N, D)`` real, finite, with ``N, D >= 1``.
-        s: sources, must match ``x``'s shape and be real and finite, or ``None``.
-        u: auxiliary variable, ``(N,)`` non-negative integers or ``(N, d)`` finite reals, or
-            ``None``.
-        source: name used as the message prefix (e.g. the file name).
+        x: observations ``(N, D)``, real and finite, ``N >= 2``.
+        s: sources of ``x``'s shape, real and finite, or ``None``.
+        u: ``(N,)`` non-negative integer labels or ``(N, d)`` finite reals, or ``None``.
+        source: the message prefix (e.g. the file name).
 
     Raises:
         ValueError: one-line message ``"<source>: <problem>"``.
     """
-
-    def fail(problem: str) -> None:
-        raise ValueError(f"{source}: {problem}")
-
-    x = np.asarray(x)
-    if x.ndim != 2:
-        fail(f"'x' must be 2-D (N, D), got shape {x.shape}")
-    if x.shape[0] < 1 or x.shape[1] < 1:
-        fail(f"'x' must have at least one row and one column, got shape {x.shape}")
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        fail(f"'x' must hold real numbers, got dtype {x.dtype}")
-    if not np.all(np.isfinite(x)):
-        fail(f"'x' contains {np.size(x) - np.count_nonzero(np.isfinite(x))} NaN or inf values")
-    n = x.shape[0]
-    if s is not None:
-        s = np.asarray(s)
-        if s.shape != x.shape:
-            fail(f"'s' must have the same shape as 'x' {x.shape}, got {s.shape}")
-        if not (np.issubdtype(s.dtype, np.floating) or np.issubdtype(s.dtype, np.integer)):
-            fail(f"'s' must hold real numbers, got dtype {s.dtype}")
-        if not np.all(np.isfinite(s)):
-            fail("'s' contains NaN or inf values")
-    if u is not None:
-        u = np.asarray(u)
-        if u.ndim not in (1, 2):
-            fail(f"'u' must be (N,) integer labels or (N, d) floats, got shape {u.shape}")
-        if u.shape[0] != n:
-            fail(f"'u' has {u.shape[0]} rows but 'x' has {n}")
-        if u.ndim == 1:
-            if not np.issubdtype(u.dtype, np.integer):
-                fail(
-                    f"1-D 'u' must hold integer segment labels, got dtype {u.dtype} "
-                    "(cast labels with astype(int), or pass a continuous u as shape (N, 1))"
-                )
-            if u.size and u.min() < 0:
-                fail(f"segment labels in 'u' must be non-negative, got minimum {u.min()}")
-        else:
-            if u.shape[1] < 1:
-                fail(f"'u' must have at least one column, got shape {u.shape}")
-            if not (np.issubdtype(u.dtype, np.floating) or np.issubdtype(u.dtype, np.integer)):
-                fail(f"'u' must hold real numbers, got dtype {u.dtype}")
-            if not np.all(np.isfinite(u)):
-                fail("'u' contains NaN or inf values")
+    checked = check_observations(x, u, s, where=source)
+    if checked.u is not None and checked.u.ndim == 1:
+        if not np.issubdtype(checked.u.dtype, np.integer):
+            raise ValueError(
+                f"{source}: 1-D 'u' must hold integer segment labels, got dtype {u.dtype}"
+                " (cast labels with astype(int), or pass a continuous u as shape (N, 1))"
+            )
+        check_labels(checked.u, where=source)
 
 
 @dataclass(eq=False)
@@ -160,22 +128,13 @@ def save_dataset(dataset: Dataset, path: str | os.PathLike[str]) -> Path:
     if dataset.mixing is not None:
         arrays["mixing_json"] = np.array(json.dumps(dataset.mixing.to_dict()))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-    return path
+    return save_npz(path, **arrays)
 
 
-def _json_key(archive: Any, key: str, name: str) -> Any:
-    if key not in archive.files:
+def _json_key(arrays: dict[str, np.ndarray], key: str, name: str) -> Any:
+    if key not in arrays:
         return None
-    value = archive[key]
+    value = arrays[key]
     if value.ndim != 0 or value.dtype.kind != "U":
         raise ValueError(f"{name}: {key!r} must be a JSON string, got {value.dtype} {value.shape}")
     try:
@@ -199,26 +158,13 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
     """
     path = Path(path)
     name = path.name
-    if not path.is_file():
-        raise ValueError(f"{name}: no such file ({path})")
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise ValueError(f"{name}: not a readable .npz archive ({type(err).__name__})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{name}: not an .npz archive (a single .npy array?)")
-    with archive:
-        if "x" not in archive.files:
-            raise ValueError(f"{name}: missing required key 'x' (found: {sorted(archive.files)})")
-        try:
-            x = archive["x"]
-            s = archive["s"] if "s" in archive.files else None
-            u = archive["u"] if "u" in archive.files else None
-        except ValueError as err:  # object arrays need pickle, which we refuse
-            raise ValueError(f"{name}: unreadable array ({err})") from None
-        validate_arrays(x, s, u, source=name)
-        config = _json_key(archive, "config_json", name)
-        mixing_dict = _json_key(archive, "mixing_json", name)
+    arrays = load_npz(path)
+    if "x" not in arrays:
+        raise ValueError(f"{name}: missing required key 'x' (found: {sorted(arrays)})")
+    x, s, u = arrays["x"], arrays.get("s"), arrays.get("u")
+    validate_arrays(x, s, u, source=name)
+    config = _json_key(arrays, "config_json", name)
+    mixing_dict = _json_key(arrays, "mixing_json", name)
     mixing = None
     if mixing_dict is not None:
         try:

@@ -362,6 +362,23 @@ def test_save_overwrites_atomically(tmp_path):
     np.testing.assert_array_equal(sy.load_dataset(path).x, second.x)
 
 
+def test_save_is_byte_deterministic_and_refuses_a_folder(tmp_path):
+    ds = sy.make_preset("tiny", 0)
+    assert ds.save(tmp_path / "a.npz").read_bytes() == ds.save(tmp_path / "b.npz").read_bytes()
+    (tmp_path / "folder.npz").mkdir()
+    with pytest.raises(OSError, match="folder.npz"):
+        ds.save(tmp_path / "folder.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "b.npz", "folder.npz"]
+    assert not any((tmp_path / "folder.npz").iterdir())
+
+
+def test_dataset_labels_must_have_integer_dtype_even_when_whole():
+    # nica.data.check_labels accepts whole floats; the file format stores labels as integers.
+    with pytest.raises(ValueError, match="Dataset: 1-D 'u' must hold integer segment labels"):
+        sy.Dataset(x=X, u=np.arange(10.0))
+    sy.Dataset(x=X, u=np.arange(10.0)[:, None])  # a continuous u is (N, d)
+
+
 X = np.random.default_rng(1).normal(size=(10, 2))
 X_NAN = X.copy()
 X_NAN[3, 1] = np.nan
@@ -369,13 +386,16 @@ X_NAN[3, 1] = np.nan
 BAD_FILES = {
     "missing-x": ({"s": X}, "missing required key 'x'"),
     "x-1d": ({"x": X[:, 0]}, r"'x' must be 2-D \(N, D\), got shape \(10,\)"),
-    "x-nan": ({"x": X_NAN}, "1 NaN or inf"),
-    "x-strings": ({"x": np.full((10, 2), "a")}, "real numbers"),
-    "s-shape": ({"x": X, "s": X[:, :1]}, "'s' must have the same shape"),
+    "x-nan": ({"x": X_NAN}, r"'x' contains NaN or Inf \(1 of 20 values; first at \[3, 1\]\)"),
+    "x-strings": ({"x": np.full((10, 2), "a")}, r"'x' must be numeric \(real\), got dtype <U1"),
+    "s-shape": ({"x": X, "s": X[:, :1]}, "'s' must have the shape of 'x'"),
     "u-length": ({"x": X, "u": np.arange(9)}, "'u' has 9 rows but 'x' has 10"),
     "u-float-1d": ({"x": X, "u": np.linspace(0, 1, 10)}, "integer segment labels"),
     "u-negative": ({"x": X, "u": np.arange(10) - 1}, "non-negative"),
-    "u-3d": ({"x": X, "u": np.zeros((10, 1, 1))}, "'u' must be"),
+    "u-3d": (
+        {"x": X, "u": np.zeros((10, 1, 1))},
+        r"'u' must have shape \(10,\) or \(10, d\), got \(10, 1, 1\)",
+    ),
     "bad-config-json": ({"x": X, "config_json": np.array("{not json")}, "not valid JSON"),
     "bad-mixing": ({"x": X, "mixing_json": np.array('{"activation": "xtanh"}')}, "mixing_json"),
     "mixing-dim": (
@@ -399,7 +419,7 @@ def test_loading_malformed_npz_raises_clear_error(tmp_path, case):
 @pytest.mark.parametrize(
     ("writer", "match"),
     [
-        (lambda p: p.write_text("hello"), "not a readable .npz"),
+        (lambda p: p.write_text("hello"), "cannot read as .npz"),
         (lambda p: np.save(p.with_suffix(".npy"), X) or p.with_suffix(".npy").rename(p), "npz"),
         (lambda p: None, "no such file"),
     ],
