@@ -22,7 +22,7 @@ densities with a small network for a few epochs (for the tests).
 
 from __future__ import annotations
 
-import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,8 +33,10 @@ import optax
 from flax import nnx
 from scipy.stats import multivariate_normal
 
-from nica import DemixingNetwork, ICAModel, fit, make_prior
-from nica.storage import write_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
+
+from experiments import harness
+from nica import DemixingNetwork, ICAModel, make_prior, train
 from synthetic.toy2d import TOY2D, sample_toy2d
 
 GRID_LIMIT = 4.5
@@ -86,7 +88,7 @@ def fit_toy(
     n_train = x_train.shape[0] - int(round(0.1 * x_train.shape[0]))
     steps = epochs * max(1, n_train // batch_size)
     schedule = optax.cosine_decay_schedule(learning_rate, steps, alpha=0.01)
-    result = fit(
+    result = train(
         fit_key,
         model,
         x_train,
@@ -124,27 +126,37 @@ def sample_model(key: jax.Array, model: ICAModel, n: int) -> np.ndarray:
     return np.asarray(nnx.jit(lambda m, s: m.demixer.inverse(s))(model, s))
 
 
-def run_toy(
-    name: str,
-    *,
-    seed: int,
-    n_train: int,
-    n_test: int,
-    n_samples: int,
-    grid: int,
-    **fit_kwargs,
-) -> dict:
+#: The settings recorded in ``density2d.json`` (argument destinations).
+SETTINGS = ("depth", "activation", "epochs", "batch", "lr", "n_train", "n_test", "seed")
+
+
+def run_toy(name: str, settings: dict, *, n_samples: int, grid: int) -> dict:
     """Fits one toy density and evaluates it.
+
+    Args:
+      name: a density of ``synthetic.TOY2D``.
+      settings: the values of :data:`SETTINGS`.
+      n_samples: samples drawn from the fitted model (for the plot).
+      grid: side of the density grid.
 
     Returns:
       A dict with the table row (``name``, ``test_nll``, ``gaussian_test_nll``, fit info) and the
       plot arrays ``x_train``, ``axis``, ``density``, ``samples``.
     """
-    x_train = sample_toy2d(seed, name, n_train).astype(np.float32)
-    x_test = sample_toy2d(seed + 10_000, name, n_test).astype(np.float32)
+    seed = settings["seed"]
+    x_train = sample_toy2d(seed, name, settings["n_train"]).astype(np.float32)
+    x_test = sample_toy2d(seed + 10_000, name, settings["n_test"]).astype(np.float32)
     key = jax.random.key(seed)
     fit_key, sample_key = jax.random.split(key)
-    model, info = fit_toy(fit_key, x_train, **fit_kwargs)
+    model, info = fit_toy(
+        fit_key,
+        x_train,
+        depth=settings["depth"],
+        activation=settings["activation"],
+        epochs=settings["epochs"],
+        batch_size=settings["batch"],
+        learning_rate=settings["lr"],
+    )
     test_nll = float(-nnx.jit(lambda m, x: m.log_likelihood(x))(model, x_test).mean())
     axis, density = density_grid(model, grid)
     return {
@@ -161,30 +173,27 @@ def run_toy(
 
 def to_markdown(rows: Sequence[dict], settings: dict) -> str:
     """Table of test NLLs (nats per point) of the model and the Gaussian fit."""
-    lines = [
-        "# 2-D toy densities: test NLL (nats per point, lower is better)",
-        "",
-        ", ".join(f"{k} {v}" for k, v in settings.items()) + "; relative gradient, Gaussian prior.",
-        "",
-        "| density | model test NLL | Gaussian fit test NLL | model better by | best epoch |",
-        "|---|---|---|---|---|",
-    ]
-    for r in rows:
-        gain = r["gaussian_test_nll"] - r["test_nll"]
-        lines.append(
-            f"| {r['name']} | {r['test_nll']:.4f} | {r['gaussian_test_nll']:.4f} | {gain:+.4f} "
-            f"| {r['best_epoch']} |"
+    header = ("density", "model test NLL", "Gaussian fit test NLL", "model better by", "best epoch")
+    cells = [
+        (
+            r["name"],
+            f"{r['test_nll']:.4f}",
+            f"{r['gaussian_test_nll']:.4f}",
+            f"{r['gaussian_test_nll'] - r['test_nll']:+.4f}",
+            r["best_epoch"],
         )
-    return "\n".join(lines) + "\n"
+        for r in rows
+    ]
+    return harness.markdown_document(
+        "2-D toy densities: test NLL (nats per point, lower is better)",
+        ", ".join(f"{k} {v}" for k, v in settings.items()) + "; relative gradient, Gaussian prior.",
+        harness.markdown_table(header, cells),
+    )
 
 
 def plot(results: Sequence[dict], path: Path) -> None:
     """Figure with one row per density: data, learned density, model samples."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = harness.pyplot()
     fig, axes = plt.subplots(len(results), 3, figsize=(7.5, 2.5 * len(results)), squeeze=False)
     lim = (-GRID_LIMIT, GRID_LIMIT)
     for row, r in zip(axes, results, strict=True):
@@ -204,66 +213,38 @@ def plot(results: Sequence[dict], path: Path) -> None:
     for ax, title in zip(axes[0], ("data", "learned density", "samples"), strict=True):
         ax.set_title(title, fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    harness.save_figure(fig, path, dpi=100)
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     """Parses arguments, fits every density, writes JSON, Markdown and PNG; returns the rows."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    smoke = {"names": list(TOY2D)[:2], "depth": 3, "epochs": 3, "n_train": 1000, "n_test": 500}
+    parser = harness.experiment_parser(
+        __doc__, out=Path("results/density2d"), smoke={**smoke, "grid": 40, "n_samples": 200}
+    )
     parser.add_argument("--names", nargs="+", default=list(TOY2D), choices=list(TOY2D))
-    parser.add_argument("--depth", type=int, default=10)
+    parser.add_argument("--depth", type=harness.positive_int, default=10)
     parser.add_argument("--activation", default="smooth_leaky_relu")
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--epochs", type=harness.positive_int, default=100)
+    parser.add_argument("--batch-size", dest="batch", type=harness.positive_int, default=256)
     parser.add_argument("--lr", type=float, default=1e-2)
-    parser.add_argument("--n-train", type=int, default=20_000)
-    parser.add_argument("--n-test", type=int, default=5_000)
+    parser.add_argument("--n-train", type=harness.positive_int, default=20_000)
+    parser.add_argument("--n-test", type=harness.positive_int, default=5_000)
+    parser.add_argument("--grid", type=harness.positive_int, default=200, help="density grid")
+    parser.add_argument("--n-samples", type=harness.positive_int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("results/density2d"))
-    parser.add_argument("--smoke", action="store_true", help="2 densities, tiny network")
     args = parser.parse_args(argv)
-    grid, n_samples = 200, 3000
-    if args.smoke:
-        args.names, args.depth, args.epochs = args.names[:2], 3, 3
-        args.n_train, args.n_test, grid, n_samples = 1000, 500, 40, 200
-    if min(args.depth, args.epochs, args.batch_size, args.n_train, args.n_test) < 1:
-        parser.error("sizes must be >= 1")
-    settings = {
-        "depth": args.depth,
-        "activation": args.activation,
-        "epochs": args.epochs,
-        "batch": args.batch_size,
-        "lr": args.lr,
-        "n_train": args.n_train,
-        "n_test": args.n_test,
-        "seed": args.seed,
-    }
+    settings = {k: getattr(args, k) for k in SETTINGS}
     results = []
     for name in args.names:
-        r = run_toy(
-            name,
-            seed=args.seed,
-            n_train=args.n_train,
-            n_test=args.n_test,
-            n_samples=n_samples,
-            grid=grid,
-            depth=args.depth,
-            activation=args.activation,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.lr,
-        )
+        r = run_toy(name, settings, n_samples=args.n_samples, grid=args.grid)
         print(f"{name}: test NLL {r['test_nll']:.4f} vs Gaussian {r['gaussian_test_nll']:.4f}")
         results.append(r)
     arrays = ("x_train", "axis", "density", "samples")
     rows = [{k: v for k, v in r.items() if k not in arrays} for r in results]
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "density2d.json", {"settings": settings, "rows": rows})
-    table = to_markdown(rows, settings)
-    (args.out / "density2d.md").write_text(table)
+    record = {"settings": settings, "rows": rows}
+    harness.write_report(args.out, "density2d", record, to_markdown(rows, settings))
     plot(results, args.out / "density2d.png")
-    print(table)
     return rows
 
 

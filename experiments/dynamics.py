@@ -70,7 +70,7 @@ vs epoch, every run thin, the median thick). ``--smoke`` runs 2 initialisations 
 
 from __future__ import annotations
 
-import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -80,14 +80,17 @@ import numpy as np
 import optax
 from flax import nnx
 
-from nica import DemixingNetwork, ICAModel, make_prior
-from nica.storage import write_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
+
+from experiments import harness
+from nica import GRADIENTS, DemixingNetwork, ICAModel, make_prior
 from nica.training import make_epoch_fn, make_nll_fn
 from synthetic.mixing import random_matrix, random_mixing
 
-GRADIENTS = ("relative", "relative_coords", "ordinary")
-#: The two relative-gradient modes, each compared with ``ordinary``.
-RELATIVE_MODES = GRADIENTS[:2]
+#: The gradient modes trained (names in the registry ``nica.GRADIENTS``).
+MODES = harness.COMPARED_GRADIENTS
+#: The relative-gradient modes, each compared with ``ordinary``.
+RELATIVE_MODES = tuple(name for name in MODES if GRADIENTS[name].relative)
 OPTIMIZERS = ("adam", "sgd")
 LR_GRIDS = {"adam": (3e-3, 1e-2, 3e-2), "sgd": (1e-2, 3e-2, 1e-1)}
 MIXINGS = ("teacher", "leaky_relu")
@@ -153,10 +156,12 @@ def make_problem(seed: int, n: int, *, mixing: str = "teacher") -> tuple[np.ndar
     return ((x - mean) / std).astype(np.float32), reference
 
 
-def make_optimizer(name: str, epochs: int, learning_rate) -> optax.GradientTransformation:
+def full_batch_optimizer(name: str, epochs: int, learning_rate) -> optax.GradientTransformation:
     """``optax.adam`` or ``optax.sgd``, learning rate cosine-decayed to 5% over ``epochs`` steps.
 
-    ``learning_rate`` may be a traced scalar (the function is called inside ``vmap``).
+    Not ``nica.estimator.make_optimizer``: no gradient clipping (the comparison is of the raw
+    steps), and the rate decays to 5% of its peak instead of 0, so that the runs settle but
+    keep moving. ``learning_rate`` may be a traced scalar (this is called inside ``vmap``).
     """
     schedule = optax.cosine_decay_schedule(learning_rate, epochs, alpha=0.05)
     return {"adam": optax.adam, "sgd": optax.sgd}[name](schedule)
@@ -181,7 +186,7 @@ def train_runs(
       x: training data, shape ``(N, 2)``.
       seeds: one ``nnx.Rngs`` initialisation seed per run.
       learning_rates: one peak learning rate per run (same length as ``seeds``).
-      gradient: one of :data:`GRADIENTS`.
+      gradient: one of :data:`MODES`.
       optimizer: ``"adam"`` or ``"sgd"``.
       epochs: number of full-batch steps.
       record_every: keep the NLL every this many epochs (and at the first and last).
@@ -203,7 +208,7 @@ def train_runs(
     keep = jnp.asarray(recorded_epochs(epochs, record_every)[1:] - 1)
 
     def one_run(params, lr):
-        opt = make_optimizer(optimizer, epochs, lr)
+        opt = full_batch_optimizer(optimizer, epochs, lr)
         epoch_fn = make_epoch_fn(graphdef, rest, opt, gradient=gradient, batch_size=x.shape[0])
 
         def body(carry, epoch_key):
@@ -306,7 +311,7 @@ def run_all(
         out["epochs_recorded"][opt] = recorded_epochs(epochs[opt], record_every)
         for name in names:
             out[name][opt] = {}
-        for g in GRADIENTS:
+        for g in MODES:
             pair = run_pair(
                 key,
                 x,
@@ -343,10 +348,10 @@ def summarise(result: dict) -> tuple[list[dict], list[dict], list[dict]]:
     for opt, by_grad in result["curves"].items():
         epochs = result["epochs_recorded"][opt]
         tail = int(np.searchsorted(epochs, 0.9 * epochs[-1]))
-        finals = {g: by_grad[g][:, -1] for g in GRADIENTS}
-        basin = {g: finals[g] <= best * (1 + BASIN_TOLERANCE) for g in GRADIENTS}
+        finals = {g: by_grad[g][:, -1] for g in MODES}
+        basin = {g: finals[g] <= best * (1 + BASIN_TOLERANCE) for g in MODES}
         stats = {}
-        for g in GRADIENTS:
+        for g in MODES:
             f, c = finals[g], by_grad[g]
             ok = np.isfinite(f)
             stats[g] = {
@@ -423,13 +428,14 @@ def to_markdown(
         "contains the truth)",
         "leaky_relu": "2-layer leaky-ReLU MLP mixing (no finite optimum for a smooth demixer)",
     }[args.mixing]
-    lines = [
-        "# Full-batch training dynamics: relative vs ordinary gradient",
-        "",
+    finals = harness.markdown_table(SUMMARY_COLUMNS, [_summary_cells(r) for r in rows])
+    gap_table = harness.markdown_table(GAP_COLUMNS, [_gap_cells(r) for r in gaps])
+    shared_table = harness.markdown_table(SHARED_COLUMNS, [_shared_cells(r) for r in shared])
+    return harness.markdown_document(
+        "Full-batch training dynamics: relative vs ordinary gradient",
         f"2-D Laplace sources, {problem}, N = {args.n} (full batch), {rows[0]['inits']} shared "
         f"initialisations (seeds 0-{rows[0]['inits'] - 1}); exact training NLL in nats per "
         f"sample. NLL of the generating model on this sample: {result['reference_nll']:.4f}.",
-        "",
         "Learning rate: tuned separately for each optimizer and gradient by the same rule (grid "
         f"{', '.join(f'{o} {list(LR_GRIDS[o])}' for o in OPTIMIZERS)}; lowest mean final NLL "
         f"from {len(args.tuning_seeds)} tuning initialisations, seeds "
@@ -438,75 +444,91 @@ def to_markdown(
         f"{100 * BASIN_TOLERANCE:g}% of the best run. |grad|: norm of the exact NLL's gradient "
         "at the end (median); last-10% change: largest NLL change of a run over the last 10% "
         "of epochs.",
-        "",
-        "| optimizer | gradient | lr | epochs | initial NLL | final NLL (mean +- std) "
-        "| median | best | in global basin | diverged | median grad | last-10% change |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['optimizer']} | {r['gradient']} | {r['learning_rate']:g} | {r['epochs']} "
-            f"| {r['initial_nll']:.4f} | {r['final_nll_mean']:.4f} +- {r['final_nll_std']:.4f} "
-            f"| {r['final_nll_median']:.4f} | {r['final_nll_min']:.4f} "
-            f"| {r['in_global_basin']}/{r['inits']} | {r['diverged']}/{r['inits']} "
-            f"| {r['grad_norm_median']:.2g} | {r['last_10pct_change_max']:.2g} |"
-        )
-    lines += [
-        "",
+        finals,
         "Each relative mode vs ordinary, gaps as |relative - ordinary| / |ordinary|. Unpaired: "
         "of the means, medians and best runs over initialisations. Paired: per shared "
         "initialisation.",
-        "",
-        "| optimizer | relative mode | mean gap | median gap | best-run gap | paired gap (median) "
-        "| paired gap < 1% | same basin | both in global basin | max paired gap, both global |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in gaps:
-        n = r["inits"]
-        both_max = r["paired_gap_max_both_global"]
-        both_max = "-" if both_max is None else f"{100 * both_max:.3f}%"
-        lines.append(
-            f"| {r['optimizer']} | {r['gradient']} | {100 * r['mean_gap']:.3f}% "
-            f"| {100 * r['median_gap']:.3f}% "
-            f"| {100 * r['best_gap']:.3f}% | {100 * r['paired_gap_median']:.3f}% "
-            f"| {r['paired_within_1pct']}/{n} | {r['same_basin']}/{n} "
-            f"| {r['both_in_global_basin']}/{n} | {both_max} |"
-        )
-    lines += [
-        "",
+        gap_table,
         "Check of the tuning: each relative mode and ordinary at the *same* rate, every rate of "
         "the grid, reported initialisations (nan: some run diverged).",
-        "",
-        "| optimizer | relative mode | shared lr | relative mean final NLL "
-        "| ordinary mean final NLL | mean gap | paired gap < 1% |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in shared:
-        lines.append(
-            f"| {r['optimizer']} | {r['gradient']} | {r['learning_rate']:g} "
-            f"| {r['relative_mean']:.4f} "
-            f"| {r['ordinary_mean']:.4f} | {100 * r['mean_gap']:.3f}% "
-            f"| {r['paired_within_1pct']}/{r['inits']} |"
-        )
-    return "\n".join(lines) + "\n"
+        shared_table,
+    )
+
+
+SUMMARY_COLUMNS = (
+    "optimizer|gradient|lr|epochs|initial NLL|final NLL (mean +- std)|median|best"
+    "|in global basin|diverged|median grad|last-10% change"
+).split("|")
+GAP_COLUMNS = (
+    "optimizer|relative mode|mean gap|median gap|best-run gap|paired gap (median)"
+    "|paired gap < 1%|same basin|both in global basin|max paired gap, both global"
+).split("|")
+SHARED_COLUMNS = (
+    "optimizer|relative mode|shared lr|relative mean final NLL"
+    "|ordinary mean final NLL|mean gap|paired gap < 1%"
+).split("|")
+
+
+def _summary_cells(r: dict) -> tuple:
+    """One row of the final-NLL table."""
+    n = r["inits"]
+    return (
+        r["optimizer"],
+        r["gradient"],
+        f"{r['learning_rate']:g}",
+        r["epochs"],
+        f"{r['initial_nll']:.4f}",
+        f"{r['final_nll_mean']:.4f} +- {r['final_nll_std']:.4f}",
+        f"{r['final_nll_median']:.4f}",
+        f"{r['final_nll_min']:.4f}",
+        f"{r['in_global_basin']}/{n}",
+        f"{r['diverged']}/{n}",
+        f"{r['grad_norm_median']:.2g}",
+        f"{r['last_10pct_change_max']:.2g}",
+    )
+
+
+def _gap_cells(r: dict) -> tuple:
+    """One row of the gap table (percentages, counts out of the initialisations)."""
+    n, both_max = r["inits"], r["paired_gap_max_both_global"]
+    percent = (r[k] for k in ("mean_gap", "median_gap", "best_gap", "paired_gap_median"))
+    return (
+        r["optimizer"],
+        r["gradient"],
+        *(f"{100 * v:.3f}%" for v in percent),
+        f"{r['paired_within_1pct']}/{n}",
+        f"{r['same_basin']}/{n}",
+        f"{r['both_in_global_basin']}/{n}",
+        "-" if both_max is None else f"{100 * both_max:.3f}%",
+    )
+
+
+def _shared_cells(r: dict) -> tuple:
+    """One row of the shared-rate table."""
+    return (
+        r["optimizer"],
+        r["gradient"],
+        f"{r['learning_rate']:g}",
+        f"{r['relative_mean']:.4f}",
+        f"{r['ordinary_mean']:.4f}",
+        f"{100 * r['mean_gap']:.3f}%",
+        f"{r['paired_within_1pct']}/{r['inits']}",
+    )
 
 
 def plot(result: dict, path: Path) -> None:
     """NLL vs epoch, one panel per optimizer: every run thin, the median over runs thick."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     curves = result["curves"]
-    fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4.0), squeeze=False)
+    fig, axes = harness.pyplot().subplots(
+        1, len(curves), figsize=(5.5 * len(curves), 4.0), squeeze=False
+    )
     colors = {"relative": "tab:blue", "relative_coords": "tab:green", "ordinary": "tab:orange"}
     finals = np.concatenate([c[:, -1] for by in curves.values() for c in by.values()])
     low, high = np.nanmin(finals), np.nanmax(finals)
     span = max(high - low, 1e-3)
     for ax, (opt, by_grad) in zip(axes[0], curves.items(), strict=True):
         epochs = np.maximum(result["epochs_recorded"][opt], 1)
-        for g in GRADIENTS:
+        for g in MODES:
             lr = result["learning_rates"][opt][g]
             ax.plot(epochs, by_grad[g].T, color=colors[g], alpha=0.3, linewidth=0.8)
             ax.plot(epochs, np.nanmedian(by_grad[g], axis=0), color=colors[g], linewidth=2.2,
@@ -520,47 +542,17 @@ def plot(result: dict, path: Path) -> None:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    harness.save_figure(fig, path, dpi=120)
 
 
-def main(argv: Sequence[str] | None = None) -> tuple[list[dict], list[dict], list[dict]]:
-    """Parses arguments, tunes and trains all runs, writes JSON, Markdown and PNG."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=2000, help="training points (full batch)")
-    parser.add_argument("--mixing", choices=MIXINGS, default="teacher")
-    parser.add_argument("--inits", type=int, default=10)
-    parser.add_argument("--tuning-inits", type=int, default=5)
-    parser.add_argument("--adam-epochs", type=int, default=8000)
-    parser.add_argument("--sgd-epochs", type=int, default=15000)
-    parser.add_argument("--record-every", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the data and mixing")
-    parser.add_argument("--out", type=Path, default=Path("results/dynamics"))
-    parser.add_argument("--smoke", action="store_true", help="2 inits, 200 points, 20 epochs")
-    args = parser.parse_args(argv)
-    if args.smoke:
-        args.n, args.inits, args.tuning_inits = 200, 2, 2
-        args.adam_epochs, args.sgd_epochs, args.record_every = 20, 20, 1
-    sizes = (args.n, args.inits, args.tuning_inits, args.adam_epochs, args.sgd_epochs)
-    if min(*sizes, args.record_every) < 1:
-        parser.error("sizes, epoch counts and --record-every must be >= 1")
-    args.tuning_seeds = list(range(100, 100 + args.tuning_inits))
-    result = run_all(
-        data_seed=args.seed,
-        n=args.n,
-        mixing=args.mixing,
-        n_inits=args.inits,
-        tuning_seeds=args.tuning_seeds,
-        epochs={"adam": args.adam_epochs, "sgd": args.sgd_epochs},
-        record_every=args.record_every,
-    )
-    rows, gaps, shared = summarise(result)
-    args.out.mkdir(parents=True, exist_ok=True)
+def _rounded(a) -> list[float | None]:
+    """Flattened values rounded to 5 decimals, ``None`` for a non-finite one (JSON)."""
+    return [None if not np.isfinite(v) else round(float(v), 5) for v in np.ravel(a)]
 
-    def rounded(a):
-        return [None if not np.isfinite(v) else round(float(v), 5) for v in np.ravel(a)]
 
-    record = {
+def to_record(rows, gaps, shared, *, result: dict, args) -> dict:
+    """The JSON record: settings, tuning, the :func:`summarise` tables and the NLL curves."""
+    return {
         "n": args.n,
         "mixing": args.mixing,
         "seed": args.seed,
@@ -573,26 +565,54 @@ def main(argv: Sequence[str] | None = None) -> tuple[list[dict], list[dict], lis
         "gaps": gaps,
         "shared_rate": shared,
         "grid_final_nll": {
-            o: {g: {lr: rounded(v) for lr, v in f.items()} for g, f in by.items()}
+            o: {g: {lr: _rounded(v) for lr, v in f.items()} for g, f in by.items()}
             for o, by in result["grid_finals"].items()
         },
         "epochs_recorded": {o: e.tolist() for o, e in result["epochs_recorded"].items()},
         "final_nll": {
-            o: {g: rounded(c[:, -1]) for g, c in by.items()} for o, by in result["curves"].items()
+            o: {g: _rounded(c[:, -1]) for g, c in by.items()} for o, by in result["curves"].items()
         },
         "grad_norms": {
-            o: {g: rounded(v) for g, v in by.items()} for o, by in result["grad_norms"].items()
+            o: {g: _rounded(v) for g, v in by.items()} for o, by in result["grad_norms"].items()
         },
         "curves": {
-            o: {g: [rounded(run) for run in c] for g, c in by.items()}
+            o: {g: [_rounded(run) for run in c] for g, c in by.items()}
             for o, by in result["curves"].items()
         },
     }
-    write_json(args.out / "dynamics.json", record, indent=None)
+
+
+def main(argv: Sequence[str] | None = None) -> tuple[list[dict], list[dict], list[dict]]:
+    """Parses arguments, tunes and trains all runs, writes JSON, Markdown and PNG."""
+    smoke = {"n": 200, "inits": 2, "tuning_inits": 2, "adam_epochs": 20, "sgd_epochs": 20}
+    parser = harness.experiment_parser(
+        __doc__, out=Path("results/dynamics"), smoke={**smoke, "record_every": 1}
+    )
+    size = harness.positive_int
+    parser.add_argument("--n", type=size, default=2000, help="training points (full batch)")
+    parser.add_argument("--mixing", choices=MIXINGS, default="teacher")
+    parser.add_argument("--inits", type=size, default=10)
+    parser.add_argument("--tuning-inits", type=size, default=5)
+    parser.add_argument("--adam-epochs", type=size, default=8000)
+    parser.add_argument("--sgd-epochs", type=size, default=15000)
+    parser.add_argument("--record-every", type=size, default=50)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and mixing")
+    args = parser.parse_args(argv)
+    args.tuning_seeds = list(range(100, 100 + args.tuning_inits))
+    result = run_all(
+        data_seed=args.seed,
+        n=args.n,
+        mixing=args.mixing,
+        n_inits=args.inits,
+        tuning_seeds=args.tuning_seeds,
+        epochs={"adam": args.adam_epochs, "sgd": args.sgd_epochs},
+        record_every=args.record_every,
+    )
+    rows, gaps, shared = summarise(result)
+    record = to_record(rows, gaps, shared, result=result, args=args)
     table = to_markdown(rows, gaps, shared, result=result, args=args)
-    (args.out / "dynamics.md").write_text(table)
+    harness.write_report(args.out, "dynamics", record, table, indent=None)
     plot(result, args.out / "dynamics.png")
-    print(table)
     return rows, gaps, shared
 
 

@@ -17,13 +17,15 @@ Writes one report directory per config under ``--out`` (resumable like ``nica ru
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
+
+from experiments.harness import COMPARED_GRADIENTS, experiment_parser
 from nica.experiment import EXPERIMENTS, run_experiment
-from nica.network import GRADIENTS
 
 BENCHMARKS = ("ivae", "icebeem", "dimension")
 
@@ -49,11 +51,9 @@ def configs(gradient: str) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, list[dict]]:
     """Runs every chosen config (or the smoke one); returns the report rows per config."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gradient", choices=GRADIENTS[:3], default="relative")
+    parser = experiment_parser(__doc__, out=None)
+    parser.add_argument("--gradient", choices=COMPARED_GRADIENTS, default="relative")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS)
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--smoke", action="store_true", help="tiny ivae config")
     args = parser.parse_args(argv)
     out = args.out or Path("results/gradient_benchmarks") / args.gradient
     chosen = {k: v for k, v in configs(args.gradient).items() if not args.only or k in args.only}

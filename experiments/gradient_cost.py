@@ -34,9 +34,9 @@ finished dimensions), ``gradient_cost.md`` (table with ratios) and ``gradient_co
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -45,10 +45,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from nica import DemixingNetwork, ICAModel, make_prior
-from nica.storage import write_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
 
-METHODS = ("relative", "ordinary", "autodiff", "backprop")
+from experiments import harness
+from nica import DemixingNetwork, ICAModel, get_gradient, make_prior
+
+#: Gradient modes of the registry ``nica.GRADIENTS`` that are timed, then the plain-backprop floor.
+GRADIENT_METHODS = ("relative", "ordinary", "autodiff")
+METHODS = (*GRADIENT_METHODS, "backprop")
 CPU_DIMS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 GPU_DIMS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 SMOKE_DIMS = (8, 16)
@@ -78,9 +82,11 @@ def make_gradient_fns(
     model = ICAModel(DemixingNetwork(dim, depth, rngs=nnx.Rngs(seed)), make_prior("laplace"))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
-    def model_loss(gradient):
+    def model_loss(name):
+        mode = get_gradient(name)
+
         def loss(params, x):
-            return nnx.merge(graphdef, params, rest).training_loss(x, gradient=gradient)[0]
+            return nnx.merge(graphdef, params, rest).training_loss(x, gradient=mode)[0]
 
         return loss
 
@@ -94,7 +100,7 @@ def make_gradient_fns(
                 z = demixer.activation.value(z)
         return -model.prior.log_prob(z).sum(axis=-1).mean()
 
-    losses = {m: model_loss(m) for m in ("relative", "ordinary", "autodiff")}
+    losses = {m: model_loss(m) for m in GRADIENT_METHODS}
     losses["backprop"] = backprop_loss
     return {m: jax.grad(loss) for m, loss in losses.items()}, params
 
@@ -255,7 +261,7 @@ def run_sweep(
             )
         )
         if out_json is not None:
-            write_json(out_json, records)
+            harness.write_record(out_json, records)
     return records
 
 
@@ -277,37 +283,27 @@ def _ms(value: float | None) -> str:
 def to_markdown(records: Sequence[dict]) -> str:
     """Formats the records as a Markdown table of median times (ms) and ratios."""
     first = records[0]
-    lines = [
-        "# Gradient cost per minibatch (median wall time, ms)",
-        "",
-        f"batch {first['batch']}, depth {first['depth']}, float32, device {first['device']}; "
-        "`backprop` = plain backprop of the network and prior, no log-det term at all.",
-        "",
-        "| D | relative | ordinary | autodiff | backprop | relative / backprop "
-        "| ordinary / relative | autodiff / relative |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    ratios = ("relative / backprop", "ordinary / relative", "autodiff / relative")
+    cells = []
     for dim, t in sorted(_by_dim(records).items()):
         rel, ordi, auto, bp = (t.get(m) for m in METHODS)
-        lines.append(
-            f"| {dim} | {_ms(rel)} | {_ms(ordi)} | {_ms(auto)} | {_ms(bp)} | {_ratio(rel, bp)} "
-            f"| {_ratio(ordi, rel)} | {_ratio(auto, rel)} |"
-        )
+        times = [_ms(v) for v in (rel, ordi, auto, bp)]
+        cells.append((dim, *times, _ratio(rel, bp), _ratio(ordi, rel), _ratio(auto, rel)))
     reasons = sorted({r["skipped_reason"] for r in records if r.get("skipped_reason")})
-    lines += [""] + [f"autodiff {reason}" for reason in reasons]
-    return "\n".join(lines).rstrip() + "\n"
+    return harness.markdown_document(
+        "Gradient cost per minibatch (median wall time, ms)",
+        f"batch {first['batch']}, depth {first['depth']}, float32, device {first['device']}; "
+        "`backprop` = plain backprop of the network and prior, no log-det term at all.",
+        harness.markdown_table(("D", *METHODS, *ratios), cells),
+        "\n".join(f"autodiff {reason}" for reason in reasons),
+    )
 
 
 def plot(records: Sequence[dict], path: Path) -> None:
     """Log-log plot of median time versus ``D``, one line per method, saved to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     table = _by_dim(records)
     dims = sorted(table)
-    fig, ax = plt.subplots(figsize=(6.0, 4.5))
+    fig, ax = harness.pyplot().subplots(figsize=(6.0, 4.5))
     styles = {"relative": "o-", "ordinary": "s-", "autodiff": "^-", "backprop": "k--"}
     for method in METHODS:
         pts = [(d, table[d][method]) for d in dims if table[d].get(method) is not None]
@@ -321,52 +317,41 @@ def plot(records: Sequence[dict], path: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    harness.save_figure(fig, path, dpi=120)
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     """Parses arguments, runs the sweep, writes JSON, Markdown and PNG; returns the records."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dims", type=int, nargs="+", default=None)
-    parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--depth", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=10)
+    smoke = {"dims": list(SMOKE_DIMS), "repeats": 3, "min_seconds": 0.0}
+    parser = harness.experiment_parser(__doc__, out=Path("results/gradient_cost"), smoke=smoke)
+    parser.add_argument("--dims", type=harness.positive_int, nargs="+", default=None)
+    parser.add_argument("--batch", type=harness.positive_int, default=100)
+    parser.add_argument("--depth", type=harness.positive_int, default=2)
+    parser.add_argument("--repeats", type=harness.positive_int, default=10)
     parser.add_argument("--min-seconds", type=float, default=1.0)
     parser.add_argument("--autodiff-max-dim", type=int, default=None)
     parser.add_argument("--autodiff-max-gib", type=float, default=4.0)
     parser.add_argument("--autodiff-max-seconds", type=float, default=120.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("results/gradient_cost"))
-    parser.add_argument("--smoke", action="store_true", help="D = 8, 16 and 3 repeats")
     args = parser.parse_args(argv)
     gpu = jax.default_backend() == "gpu"
     dims = args.dims or list(GPU_DIMS if gpu else CPU_DIMS)
-    repeats, min_seconds = args.repeats, args.min_seconds
-    if args.smoke:
-        dims, repeats, min_seconds = list(SMOKE_DIMS), 3, 0.0
-    if sorted(dims) != dims or min(dims) < 1 or args.batch < 1 or args.depth < 1:
-        parser.error("--dims must be increasing and positive; --batch, --depth >= 1")
-    if repeats < 1:
-        parser.error("--repeats must be >= 1")
-    max_dim = args.autodiff_max_dim or (4096 if gpu else 512)
-    args.out.mkdir(parents=True, exist_ok=True)
+    if sorted(dims) != dims:
+        parser.error("--dims must be increasing")
     records = run_sweep(
         dims,
         batch=args.batch,
         depth=args.depth,
-        repeats=repeats,
-        min_seconds=min_seconds,
-        autodiff_max_dim=max_dim,
+        repeats=args.repeats,
+        min_seconds=args.min_seconds,
+        autodiff_max_dim=args.autodiff_max_dim or (4096 if gpu else 512),
         autodiff_max_bytes=args.autodiff_max_gib * 2**30,
         autodiff_max_seconds=args.autodiff_max_seconds,
         out_json=args.out / "gradient_cost.json",
         seed=args.seed,
     )
-    table = to_markdown(records)
-    (args.out / "gradient_cost.md").write_text(table)
+    harness.write_report(args.out, "gradient_cost", records, to_markdown(records))
     plot(records, args.out / "gradient_cost.png")
-    print(table)
     return records
 
 

@@ -7,15 +7,18 @@ Command (writes ``results/mcc_floor.md`` and prints the table)::
 
     .venv/bin/python experiments/mcc_floor.py --seed 0
 
-Smoke size (used by the tests): ``--presets tiny --out <tmp>/floor.md``.
+Smoke size (used by the tests): ``--smoke`` (the ``tiny`` preset) or ``--presets tiny``.
 """
 
 from __future__ import annotations
 
-import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
+
+from experiments.harness import experiment_parser, markdown_document, markdown_table, write_markdown
 from nica.metrics import mean_correlation_coefficient
 from synthetic.presets import PRESETS, make_preset
 
@@ -38,27 +41,23 @@ def floor_rows(presets: Sequence[str], seed: int) -> list[dict[str, object]]:
 
 def to_markdown(rows: Sequence[dict[str, object]], seed: int) -> str:
     """Formats :func:`floor_rows` output as a markdown table."""
-    lines = [
-        f"# MCC floor: raw observations x vs sources s (seed {seed})",
-        "",
-        "| preset | N x D | Pearson MCC | Spearman MCC |",
-        "|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(f"| {r['preset']} | {r['shape']} | {r['pearson']:.4f} | {r['spearman']:.4f} |")
-    return "\n".join(lines) + "\n"
+    table = markdown_table(
+        ("preset", "N x D", "Pearson MCC", "Spearman MCC"),
+        [(r["preset"], r["shape"], f"{r['pearson']:.4f}", f"{r['spearman']:.4f}") for r in rows],
+    )
+    return markdown_document(f"MCC floor: raw observations x vs sources s (seed {seed})", table)
 
 
 def main(argv: Sequence[str] | None = None) -> str:
     """Parses arguments, computes the table, writes it and returns it."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = experiment_parser(
+        __doc__, out=Path("results/mcc_floor.md"), smoke={"presets": ["tiny"]}
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
-    parser.add_argument("--out", type=Path, default=Path("results/mcc_floor.md"))
     args = parser.parse_args(argv)
     table = to_markdown(floor_rows(args.presets, args.seed), args.seed)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(table)
+    write_markdown(args.out, table)
     print(table, end="")
     return table
 

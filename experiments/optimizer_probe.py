@@ -5,12 +5,13 @@ and Adam, the conditional model degrades sharply beyond 5-10 sources. For each d
 the script fits the conditional model (``FitConfig`` defaults, one initialisation, no restarts)
 on the iVAE preset with ``n_sources = D``, for every combination of
 
-* gradient: ``relative`` (the default) or ``ordinary``;
+* gradient: each mode of ``nica.GRADIENTS`` but ``autodiff``: ``relative_coords`` (the
+  default), ``relative`` and ``ordinary``;
 * optimizer: ``adam`` or ``sgd`` with momentum 0.9 (both clipped to global norm 10, cosine
   decay of the peak rate over the whole fit),
 
-all seeds of one combination trained together (``fit_seeds``), and records the Pearson MCC, the
-best validation NLL and the epoch it was reached.
+all seeds of one combination trained together (``nica.training.train_seeds``), and records the
+Pearson MCC, the best validation NLL and the epoch it was reached.
 
 Command::
 
@@ -22,8 +23,8 @@ Writes ``optimizer_probe.json`` (one record per dimension, gradient, optimizer a
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,14 +33,16 @@ import jax
 import numpy as np
 import optax
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
+
+from experiments import harness
 from nica.estimator import FitConfig, build_model, make_optimizer
 from nica.metrics import mean_correlation_coefficient
-from nica.storage import write_json
-from nica.training import fit_seeds
+from nica.training import train_seeds
 
-GRADIENTS = ("relative", "relative_coords", "ordinary")
+#: Base optimizers (``base`` of ``nica.estimator.make_optimizer``), given the lr schedule.
 OPTIMIZERS = {
-    "adam": lambda schedule: optax.adam(schedule),
+    "adam": optax.adam,
     "sgd_momentum": lambda schedule: optax.sgd(schedule, momentum=0.9),
 }
 
@@ -54,10 +57,12 @@ def probe(
     xs = [((d.x - d.x.mean(0)) / d.x.std(0)).astype(np.float32) for d in datasets]
     aux = {"kind": "segments", "n_segments": int(datasets[0].u.max()) + 1}
     configs = [dataclasses.replace(config, seed=s, gradient=gradient) for s in seeds]
-    models = [build_model(c, dim, aux) for c in configs]
+    # One initialisation per seed: initialisation 0 of ``fold_in(key(seed), k)``.
+    init_keys = [jax.random.fold_in(jax.random.key(c.seed), 0) for c in configs]
+    models = [build_model(c, dim, aux, key=k) for c, k in zip(configs, init_keys, strict=True)]
     tx = make_optimizer(config, xs[0].shape[0], base=OPTIMIZERS[optimizer])
     start = time.perf_counter()
-    results = fit_seeds(
+    results = train_seeds(
         [jax.random.key(s) for s in seeds],
         models,
         xs,
@@ -91,57 +96,48 @@ def probe(
 
 def markdown(records: list[dict], config: FitConfig, preset: str) -> str:
     """Table of means over seeds per (dimension, gradient, optimizer)."""
-    lines = [
-        "# Relative vs ordinary gradient, Adam vs SGD with momentum, across dimension",
-        "",
+    cells = []
+    for cell in dict.fromkeys((r["dim"], r["gradient"], r["optimizer"]) for r in records):
+        rs = [r for r in records if (r["dim"], r["gradient"], r["optimizer"]) == cell]
+        cells.append(
+            (
+                *cell,
+                f"{np.mean([r['mcc_pearson'] for r in rs]):.3f}",
+                f"{np.mean([r['best_val_nll'] for r in rs]):.3f}",
+                f"{np.mean([r['best_epoch'] for r in rs]):.0f}",
+                f"{sum(r['diverged'] is not None for r in rs)}/{len(rs)}",
+            )
+        )
+    header = ("D", "gradient", "optimizer", "Pearson MCC", "best val NLL", "best epoch")
+    return harness.markdown_document(
+        "Relative vs ordinary gradient, Adam vs SGD with momentum, across dimension",
         f"Preset `{preset}` with `n_sources = D`, conditional model, one initialisation, "
         f"{config.epochs} epochs, peak lr {config.learning_rate} (cosine decay), clip "
         f"{config.clip_norm}, batch {config.batch_size}. Means over seeds "
         f"{sorted({r['seed'] for r in records})}.",
-        "",
-        "| D | gradient | optimizer | Pearson MCC | best val NLL | best epoch | diverged |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    cells = dict.fromkeys((r["dim"], r["gradient"], r["optimizer"]) for r in records)
-    for dim, gradient, optimizer in cells:
-        rs = [
-            r
-            for r in records
-            if (r["dim"], r["gradient"], r["optimizer"]) == (dim, gradient, optimizer)
-        ]
-        lines.append(
-            f"| {dim} | {gradient} | {optimizer} | {np.mean([r['mcc_pearson'] for r in rs]):.3f} "
-            f"| {np.mean([r['best_val_nll'] for r in rs]):.3f} "
-            f"| {np.mean([r['best_epoch'] for r in rs]):.0f} "
-            f"| {sum(r['diverged'] is not None for r in rs)}/{len(rs)} |"
-        )
-    return "\n".join(lines) + "\n"
+        harness.markdown_table((*header, "diverged"), cells),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     """Parses arguments, runs the probe, writes JSON and Markdown; returns the records."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dims", type=int, nargs="+", default=[5, 10, 20])
+    smoke = {"dims": [2], "seeds": [0], "epochs": 2, "preset": "tiny"}
+    parser = harness.experiment_parser(__doc__, out=Path("results/optimizer_probe"), smoke=smoke)
+    parser.add_argument("--dims", type=harness.positive_int, nargs="+", default=[5, 10, 20])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--epochs", type=harness.positive_int, default=300)
     parser.add_argument("--preset", default="ivae")
-    parser.add_argument("--out", type=Path, default=Path("results/optimizer_probe"))
-    parser.add_argument("--smoke", action="store_true", help="D = 2 on tiny data, 2 epochs")
     args = parser.parse_args(argv)
-    if args.smoke:
-        args.dims, args.seeds, args.epochs, args.preset = [2], [0], 2, "tiny"
     config = FitConfig(epochs=args.epochs, restarts=1, eval_every=min(10, args.epochs))
-    args.out.mkdir(parents=True, exist_ok=True)
-    records = []
-    for dim in args.dims:
-        for gradient in GRADIENTS:
-            for optimizer in OPTIMIZERS:
-                records += probe(dim, gradient, optimizer, args.seeds, config, args.preset)
-                print(records[-1], flush=True)
-                write_json(args.out / "optimizer_probe.json", records)
+    cells = (
+        probe(dim, gradient, optimizer, args.seeds, config, args.preset)
+        for dim in args.dims
+        for gradient in harness.COMPARED_GRADIENTS
+        for optimizer in OPTIMIZERS
+    )
+    records = harness.write_records_as_they_come(args.out / "optimizer_probe.json", cells)
     table = markdown(records, config, args.preset)
-    (args.out / "optimizer_probe.md").write_text(table)
-    print(table)
+    harness.write_report(args.out, "optimizer_probe", records, table)
     return records
 
 

@@ -3,10 +3,10 @@
 For each S the script draws S datasets of one setting (``synthetic`` preset, seeds 0..S-1) and
 fits the conditional model on each, in two modes (after one untimed warm-up fit):
 
-* ``sequential``: S calls of ``nica.estimator.fit_arrays``, one after another (what a plain loop
-  over seeds does; each call builds and compiles its own program);
-* ``vmapped``: one call of ``nica.estimator.fit_arrays_seeds`` (one compiled program, the seed
-  axis ``vmap``-ped and, with several local devices, sharded across them).
+* ``sequential``: S calls of ``nica.fit``, one after another (what a plain loop over seeds
+  does; each call builds and compiles its own program);
+* ``vmapped``: one call of ``nica.fit_seeds`` (one compiled program, the seed axis
+  ``vmap``-ped and, with several local devices, sharded across them).
 
 Both include compilation and the exact validation evaluations, i.e. the end-to-end time a user
 waits. It also records each seed's MCC in both modes. In float32 the two modes are not
@@ -24,8 +24,7 @@ sequential / vmapped). ``--smoke`` runs S = 1, 2 on tiny data (used by the tests
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,25 +32,28 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from nica.estimator import FitConfig, fit_arrays, fit_arrays_seeds
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
+
+import nica
+from experiments import harness
 from nica.metrics import mean_correlation_coefficient
-from nica.storage import write_json
 
 
-def time_modes(preset: str, n_seeds: int, config: FitConfig, overrides: dict) -> dict:
+def time_modes(preset: str, n_seeds: int, config: nica.FitConfig) -> dict:
     """Times sequential and vmapped fitting of ``n_seeds`` seeds; returns one record."""
     from synthetic import make_preset
 
-    datasets = [make_preset(preset, seed, **overrides) for seed in range(n_seeds)]
-    configs = [dataclasses.replace(config, seed=seed) for seed in range(n_seeds)]
-    fit_arrays(dataclasses.replace(config, epochs=1), datasets[0].x, datasets[0].u)  # warm-up
+    seeds = list(range(n_seeds))
+    datasets = [make_preset(preset, seed) for seed in seeds]
+    nica.fit(datasets[0].x, datasets[0].u, config=config, epochs=1)  # warm-up
 
     start = time.perf_counter()
-    sequential = [fit_arrays(c, d.x, d.u) for c, d in zip(configs, datasets, strict=True)]
+    sequential = [nica.fit(d.x, d.u, config=config, seed=seed) for seed, d in enumerate(datasets)]
     sequential_s = time.perf_counter() - start
 
     start = time.perf_counter()
-    vmapped = fit_arrays_seeds(configs, [d.x for d in datasets], [d.u for d in datasets])
+    xs, us = [d.x for d in datasets], [d.u for d in datasets]
+    vmapped = nica.fit_seeds(xs, us, seeds=seeds, config=config)
     vmapped_s = time.perf_counter() - start
 
     mcc = {
@@ -79,51 +81,46 @@ def time_modes(preset: str, n_seeds: int, config: FitConfig, overrides: dict) ->
 
 def markdown(records: list[dict], preset: str, device: str) -> str:
     """The results table."""
-    lines = [
-        "# S seeds: vmapped vs sequential fits",
-        "",
-        f"Preset `{preset}`, conditional model, one initialisation per seed (restarts=1), "
-        f"{records[0]['epochs']} epochs per fit, "
-        f"N = {records[0]['n_samples']}, D = {records[0]['dim']}; device: {device} "
-        f"({len(jax.local_devices())} local). End-to-end wall time including compilation.",
-        "",
-        "| S | sequential (s) | vmapped (s) | sequential / vmapped | mean MCC seq. | mean MCC"
-        " vmapped | max abs MCC diff |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in records:
-        lines.append(
-            f"| {r['seeds']} | {r['sequential_s']:.1f} | {r['vmapped_s']:.1f} "
-            f"| {r['ratio']:.2f} | {np.mean(r['mcc_sequential']):.4f} "
-            f"| {np.mean(r['mcc_vmapped']):.4f} | {r['max_abs_mcc_diff']:.1e} |"
+    first = records[0]
+    cells = [
+        (
+            r["seeds"],
+            f"{r['sequential_s']:.1f}",
+            f"{r['vmapped_s']:.1f}",
+            f"{r['ratio']:.2f}",
+            f"{np.mean(r['mcc_sequential']):.4f}",
+            f"{np.mean(r['mcc_vmapped']):.4f}",
+            f"{r['max_abs_mcc_diff']:.1e}",
         )
-    return "\n".join(lines) + "\n"
+        for r in records
+    ]
+    header = ("S", "sequential (s)", "vmapped (s)", "sequential / vmapped", "mean MCC seq.")
+    return harness.markdown_document(
+        "S seeds: vmapped vs sequential fits",
+        f"Preset `{preset}`, conditional model, one initialisation per seed (restarts=1), "
+        f"{first['epochs']} epochs per fit, N = {first['n_samples']}, D = {first['dim']}; "
+        f"device: {device} ({len(jax.local_devices())} local). End-to-end wall time including "
+        "compilation.",
+        harness.markdown_table((*header, "mean MCC vmapped", "max abs MCC diff"), cells),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     """Parses arguments, runs the benchmark, writes JSON and Markdown; returns the records."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 4, 16])
+    smoke = {"seeds": [1, 2], "preset": "tiny", "epochs": 2}
+    parser = harness.experiment_parser(__doc__, out=Path("results/seeds_vmap"), smoke=smoke)
+    parser.add_argument("--seeds", type=harness.positive_int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--preset", default="ivae")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=Path("results/seeds_vmap"))
-    parser.add_argument("--smoke", action="store_true", help="S = 1, 2 on tiny data")
+    parser.add_argument("--epochs", type=harness.positive_int, default=20)
     args = parser.parse_args(argv)
-    overrides = {}
-    if args.smoke:
-        args.seeds, args.preset, args.epochs = [1, 2], "tiny", 2
     # One initialisation per seed, so that the timing isolates the seed axis.
-    config = FitConfig(epochs=args.epochs, eval_every=max(1, args.epochs // 2), restarts=1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    records = []
-    for n_seeds in args.seeds:
-        records.append(time_modes(args.preset, n_seeds, config, overrides))
-        print(records[-1], flush=True)
-        write_json(args.out / "seeds_vmap.json", records)
+    config = nica.FitConfig(epochs=args.epochs, eval_every=max(1, args.epochs // 2), restarts=1)
+    records = harness.write_records_as_they_come(
+        args.out / "seeds_vmap.json",
+        ([time_modes(args.preset, n_seeds, config)] for n_seeds in args.seeds),
+    )
     device = f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}"
-    table = markdown(records, args.preset, device)
-    (args.out / "seeds_vmap.md").write_text(table)
-    print(table)
+    harness.write_report(args.out, "seeds_vmap", records, markdown(records, args.preset, device))
     return records
 
 

@@ -1,4 +1,4 @@
-"""Smoke runs of the paper experiments (gradient cost, dynamics, 2-D densities) into tmp_path."""
+"""Smoke runs of the experiment scripts into tmp_path, and their shared helper."""
 
 import json
 import math
@@ -12,6 +12,11 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 def _main(name: str):
     return runpy.run_path(str(EXPERIMENTS / f"{name}.py"))["main"]
+
+
+def _files(folder: Path) -> list[str]:
+    """The names in ``folder``: the outputs only, no temporary file left behind."""
+    return sorted(p.name for p in folder.iterdir())
 
 
 def _table_rows(path: Path) -> list[list[str]]:
@@ -31,6 +36,7 @@ def test_gradient_cost_smoke(tmp_path):
     assert [row[0] for row in rows] == ["8", "16"]
     assert all(float(cell) > 0 for row in rows for cell in row[5:])
     assert (tmp_path / "gradient_cost.png").stat().st_size > 0
+    assert _files(tmp_path) == [f"gradient_cost.{ext}" for ext in ("json", "md", "png")]
 
 
 def test_gradient_cost_skip_reason():
@@ -81,6 +87,7 @@ def test_dynamics_smoke(tmp_path):
     assert len(shared) == 2 * 2 * 3  # optimizers x relative modes x grid rates
     assert len(_table_rows(tmp_path / "dynamics.md")) == 6 + 1 + 4 + 1 + 12
     assert (tmp_path / "dynamics.png").stat().st_size > 0
+    assert _files(tmp_path) == [f"dynamics.{ext}" for ext in ("json", "md", "png")]
 
 
 def test_dynamics_problem_reference_nll():
@@ -104,6 +111,7 @@ def test_density2d_smoke(tmp_path):
     table = _table_rows(tmp_path / "density2d.md")
     assert [row[0] for row in table] == [r["name"] for r in rows]
     assert (tmp_path / "density2d.png").stat().st_size > 0
+    assert _files(tmp_path) == [f"density2d.{ext}" for ext in ("json", "md", "png")]
 
 
 def test_optimizer_probe_smoke(tmp_path):
@@ -116,6 +124,7 @@ def test_optimizer_probe_smoke(tmp_path):
     }
     assert all(0 < r["mcc_pearson"] <= 1 and math.isfinite(r["best_val_nll"]) for r in records)
     assert len(_table_rows(tmp_path / "optimizer_probe.md")) == 6
+    assert _files(tmp_path) == ["optimizer_probe.json", "optimizer_probe.md"]
 
 
 def test_gradient_benchmarks_smoke(tmp_path):
@@ -127,3 +136,35 @@ def test_gradient_benchmarks_smoke(tmp_path):
     assert {r["model"] for r in rows} == {"conditional"}
     assert all(r["diverged"] == 0 and 0 < r["mcc_pearson"][0] <= 1 for r in rows)
     assert (tmp_path / "ivae" / "report.md").stat().st_size > 0
+
+
+def test_harness_parser_tables_and_files(tmp_path):
+    harness = runpy.run_path(str(EXPERIMENTS / "harness.py"))
+    parser = harness["experiment_parser"]("Doc line.\n\nMore.", out=tmp_path, smoke={"n": 2})
+    parser.add_argument("--n", type=harness["positive_int"], default=10)
+    assert parser.description == "Doc line."
+    assert (parser.parse_args([]).n, parser.parse_args(["--smoke", "--n", "5"]).n) == (10, 2)
+    assert parser.parse_args([]).out == tmp_path
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--n", "0"])
+    typo = harness["experiment_parser"]("Doc.", out=None, smoke={"m": 1})
+    with pytest.raises(TypeError, match="'m'"):
+        typo.parse_args(["--smoke"])
+    assert set(harness["COMPARED_GRADIENTS"]) == {"relative", "relative_coords", "ordinary"}
+
+    table = harness["markdown_table"](("a", "b"), [(1, "x"), (2.5, "y")])
+    assert table == "| a | b |\n|---|---|\n| 1 | x |\n| 2.5 | y |"
+    with pytest.raises(ValueError, match="2 cells"):
+        harness["markdown_table"](("a",), [(1, 2)])
+    assert harness["markdown_document"]("T", "text", "", table) == f"# T\n\ntext\n\n{table}\n"
+
+    out = tmp_path / "report"
+    harness["write_report"](out, "x", {"k": [1.5, None]}, "# x\n")
+    fig, ax = harness["pyplot"]().subplots()
+    ax.plot([0, 1])
+    harness["save_figure"](fig, out / "x.png", dpi=40)
+    assert _files(out) == ["x.json", "x.md", "x.png"]
+    assert json.loads((out / "x.json").read_text()) == {"k": [1.5, None]}
+    assert (out / "x.md").read_text() == "# x\n" and (out / "x.png").stat().st_size > 0
+    records = harness["write_records_as_they_come"](out / "log.json", ([{"i": i}] for i in (0, 1)))
+    assert records == [{"i": 0}, {"i": 1}] == json.loads((out / "log.json").read_text())

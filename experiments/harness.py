@@ -1,0 +1,165 @@
+"""What the experiment scripts share: their command line and their output files.
+
+A script builds its parser with :func:`experiment_parser` (the common ``--out`` and ``--smoke``
+options; ``--smoke`` replaces the named arguments by a size small enough for a test), adds its
+own arguments, and writes its results with :func:`write_report` (``<name>.json`` and a Markdown
+``<name>.md`` built from :func:`markdown_document` and :func:`markdown_table`) and
+:func:`save_figure`. Every file is written atomically: a reader sees the old file or the new
+one, never half of one.
+
+A script run as a file (``python experiments/dynamics.py``) puts the repository root on
+``sys.path`` before importing this module as ``experiments.harness``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import nica
+from nica.storage import write_json, write_text
+
+__all__ = [
+    "COMPARED_GRADIENTS",
+    "experiment_parser",
+    "markdown_document",
+    "markdown_table",
+    "positive_int",
+    "pyplot",
+    "save_figure",
+    "write_markdown",
+    "write_record",
+    "write_records_as_they_come",
+    "write_report",
+]
+
+#: The gradient modes the experiments compare: every mode of the registry ``nica.GRADIENTS``
+#: but ``autodiff``, whose step is ``ordinary``'s at O(B L D^3) cost (per-sample Jacobians).
+COMPARED_GRADIENTS: tuple[str, ...] = tuple(name for name in nica.GRADIENTS if name != "autodiff")
+
+
+class _SmokeParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose ``--smoke`` flag replaces arguments by their smoke values."""
+
+    def __init__(self, *, smoke: Mapping[str, object], **kwargs):
+        super().__init__(**kwargs)
+        self.smoke_values = dict(smoke)
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, extra = super().parse_known_args(args, namespace)
+        if parsed.smoke:
+            unknown = sorted(set(self.smoke_values) - set(vars(parsed)))
+            if unknown:
+                raise TypeError(f"smoke values for arguments the parser lacks: {unknown}")
+            vars(parsed).update(copy.deepcopy(self.smoke_values))
+        return parsed, extra
+
+
+def experiment_parser(
+    doc: str, *, out: Path | None, smoke: Mapping[str, object] | None = None
+) -> argparse.ArgumentParser:
+    """A parser described by the first line of ``doc``, with ``--out`` and ``--smoke``.
+
+    Args:
+      doc: the script's docstring.
+      out: default of ``--out`` (a folder, or a file for single-file scripts; ``None``: the
+        script picks one).
+      smoke: argument destinations and the values ``--smoke`` gives them (shown in its help);
+        a script may also read ``args.smoke`` itself.
+    """
+    smoke = dict(smoke or {})
+    parser = _SmokeParser(smoke=smoke, description=doc.strip().splitlines()[0])
+    where = "where the results go" + (f" (default: {out})" if out else "")
+    parser.add_argument("--out", type=Path, default=out, help=where)
+    sizes = ", ".join(f"{k}={v}" for k, v in smoke.items())
+    parser.add_argument(
+        "--smoke", action="store_true", help=f"tiny run for the tests ({sizes or 'see the doc'})"
+    )
+    return parser
+
+
+def positive_int(text: str) -> int:
+    """``argparse`` type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A Markdown table: ``header`` cells, then one line per row (cells already formatted)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        if len(row) != len(header):
+            raise ValueError(f"table row has {len(row)} cells, header {len(header)}")
+        lines.append("| " + " | ".join(str(cell) for cell in row) + " |")
+    return "\n".join(lines)
+
+
+def markdown_document(title: str, *blocks: str) -> str:
+    """``# title`` and the non-empty ``blocks``, separated by blank lines, ending in a newline."""
+    return "\n\n".join([f"# {title}", *(b for b in blocks if b)]) + "\n"
+
+
+def write_record(path: Path, record, *, indent: int | None = 2) -> Path:
+    """Writes ``record`` as JSON to ``path`` atomically, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_json(path, record, indent=indent)
+
+
+def write_markdown(path: Path, text: str) -> Path:
+    """Writes ``text`` to ``path`` atomically, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_text(path, text)
+
+
+def write_records_as_they_come(path: Path, batches: Iterable[Sequence[dict]]) -> list[dict]:
+    """Collects the records of every batch; after each, prints its last record and rewrites
+    ``path`` (JSON) with all so far, so that a killed run keeps the finished ones."""
+    records: list[dict] = []
+    for batch in batches:
+        records += batch
+        print(records[-1], flush=True)
+        write_record(path, records)
+    return records
+
+
+def write_report(out: Path, name: str, record, table: str, *, indent: int | None = 2) -> None:
+    """Writes ``out/name.json`` (``record``) and ``out/name.md`` (``table``); prints the table."""
+    write_record(out / f"{name}.json", record, indent=indent)
+    write_markdown(out / f"{name}.md", table)
+    print(table)
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (imported on first use)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path, *, dpi: int) -> Path:
+    """Saves ``fig`` to ``path`` atomically (format from the suffix) and closes it.
+
+    The figure is drawn into a unique temporary file in the same folder, then moved over
+    ``path`` with ``os.replace``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            fig.savefig(handle, format=path.suffix.lstrip("."), dpi=dpi)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        pyplot().close(fig)
+    return path
