@@ -1,16 +1,18 @@
-"""End-to-end estimation on arrays: config, standardisation, model choice, fit, checkpoint.
+"""The public estimator: ``nica.fit`` / ``nica.fit_seeds`` on arrays, ``FittedModel``, ``load``.
 
-This is the library behind ``nica fit`` and ``nica run``: :func:`fit_arrays` takes observations
-``x`` (and optionally the auxiliary ``u``), picks the conditional model (Eq. 4) when ``u`` is
-given, trains it with the relative gradient and returns a :class:`FittedModel` that transforms
-new data and saves/loads itself.
+One set of defaults (:class:`FitConfig`) serves the library, ``nica fit`` and ``nica run``. A fit
+validates and standardises ``x`` once where it enters, picks the conditional model (Eq. 4) when
+``u`` is given, initialises every (seed, restart) run in one vmapped call, trains the restarts
+briefly, keeps each seed's best restart by validation NLL (picked on device) and trains it on.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -20,19 +22,28 @@ import optax
 from flax import nnx
 
 from nica.conditional import CONDITIONAL_FAMILIES, ContinuousPrior, SegmentPrior
+from nica.data import Standardisation, check_labels, check_observations, standardise
+from nica.gradients import DEFAULT_GRADIENT, get_gradient
 from nica.model import ICAModel
-from nica.network import DemixingNetwork, check_gradient
+from nica.network import DemixingNetwork
 from nica.priors import PRIORS, make_prior
 from nica.storage import load_npz, save_npz, write_json
-from nica.training import FitResult, TrainingDivergedError, fit_seeds
+from nica.training import (
+    FitResult,
+    ProgressEvent,
+    TrainingDivergedError,
+    TrainSettings,
+    split_runs_data,
+    train_runs,
+)
 
 __all__ = [
     "FitConfig",
     "FittedModel",
     "build_model",
-    "check_labels",
-    "fit_arrays",
-    "fit_arrays_seeds",
+    "fit",
+    "fit_seeds",
+    "load",
     "make_optimizer",
 ]
 
@@ -48,16 +59,13 @@ class FitConfig:
       prior: component family: ``gaussian``/``laplace`` for the conditional model, any of
         ``nica.priors.PRIORS`` for the unconditional one; ``auto`` picks ``laplace`` for both.
       conditional: use ``u`` (Eq. 4) when given; ``False`` fits Eq. 3 and ignores ``u``.
-      gradient: ``relative_coords`` (default: the relative gradient with the optimizer run in
-        relative coordinates and ordinary bias gradients, see ``nica.relative``), ``relative``
-        (MATH.md's augmented relative gradient), ``ordinary`` or ``autodiff``. On the iVAE
-        benchmark ``relative_coords`` gave median MCC 0.979 against 0.966 for ``relative``, and
-        0.95 against 0.83 at 10 sources.
+      gradient: a mode name of ``nica.GRADIENTS``: ``relative_coords`` (default: the optimizer
+        runs in relative coordinates, ordinary bias gradients), ``relative`` (MATH.md's
+        augmented relative gradient), ``ordinary`` or ``autodiff``.
       activation: demixer activation name (``nica.activations.ACTIVATIONS``).
       slope: its slope parameter (``slope`` for leaky ReLUs, ``beta`` for leaky tanh); 5 makes
         the demixer's shape the inverse of the benchmarks' leaky-ReLU(0.2) mixing.
-      sharpness: kink sharpness of ``smooth_leaky_relu`` (a smooth kink of width ~1/10 fits a
-        leaky-ReLU mixing far better than width 1 on standardised data).
+      sharpness: kink sharpness of ``smooth_leaky_relu``.
       learning_rate: peak Adam learning rate (cosine decay to 0 over ``epochs``).
       batch_size: minibatch size.
       clip_norm: global gradient-norm clip (O(parameters), keeps the step O(L B D^2)).
@@ -65,11 +73,9 @@ class FitConfig:
       patience: early-stopping patience in evaluations (``None``: train all epochs).
       eval_every: epochs between exact evaluations.
       standardise: centre and scale each column of ``x`` before the demixer.
-      restarts: number of initialisations tried first; each trains ``restart_epochs`` (all at
-        once, ``vmap``-ped), the one with the lowest validation NLL is kept and trained for
-        ``epochs`` more. 1 = a single initialisation. The true sources are never used. The
-        likelihood has many poor local optima on deep mixings: on the iVAE benchmark, 8
-        restarts took the median MCC from 0.88 to 0.97 (``relative`` mode).
+      restarts: initialisations tried first (all at once, vmapped), each for
+        ``restart_epochs``; the one with the lowest validation NLL is trained for ``epochs``
+        more. 1 = a single initialisation. The true sources are never used.
       restart_epochs: length of each restart's short fit (``None``: a third of ``epochs``).
     """
 
@@ -78,7 +84,7 @@ class FitConfig:
     depth: int = 4
     prior: str = "auto"
     conditional: bool = True
-    gradient: str = "relative_coords"
+    gradient: str = DEFAULT_GRADIENT
     activation: str = "smooth_leaky_relu"
     slope: float = 5.0
     sharpness: float = 10.0
@@ -94,7 +100,7 @@ class FitConfig:
 
     def validate(self) -> FitConfig:
         """Returns self, or raises a one-line ``ValueError`` naming the bad setting."""
-        check_gradient(self.gradient)
+        get_gradient(self.gradient)
         known = CONDITIONAL_FAMILIES if self.conditional else PRIORS
         if self.prior != "auto" and self.prior not in known:
             kind = "conditional" if self.conditional else "unconditional"
@@ -107,6 +113,7 @@ class FitConfig:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if not self.learning_rate > 0 or not self.clip_norm > 0:
             raise ValueError("learning_rate and clip_norm must be > 0")
+        self.settings(self.epochs).validate()
         return self
 
     @property
@@ -119,42 +126,56 @@ class FitConfig:
         """The resolved prior name."""
         return "laplace" if self.prior == "auto" else self.prior
 
+    def settings(self, epochs: int, patience: int | None = None) -> TrainSettings:
+        """The trainer's loop settings for a phase of ``epochs`` epochs."""
+        return TrainSettings(
+            epochs=epochs,
+            batch_size=self.batch_size,
+            validation_fraction=self.validation_fraction,
+            patience=patience,
+            eval_every=self.eval_every,
+        )
 
-def check_labels(u: np.ndarray) -> np.ndarray:
-    """Checks integer segment labels ``(N,)``; returns them as int32 (ValueError otherwise)."""
-    if u.ndim != 1:
-        raise ValueError(f"segment labels u must be 1-D (N,), got shape {u.shape}")
-    if not np.issubdtype(u.dtype, np.integer):
-        if not np.issubdtype(u.dtype, np.floating) or np.any(u != np.round(u)):
-            raise ValueError(
-                f"segment labels u must be integers, got dtype {u.dtype}; "
-                "pass a continuous u as a 2-D (N, d) float array"
-            )
-    if u.size and u.min() < 0:
-        raise ValueError("segment labels u must be >= 0")
-    return u.astype(np.int32)
+    def to_dict(self) -> dict:
+        """Every field plus the resolved ``prior_family`` and ``restart_epochs`` (JSON-ready)."""
+        return {
+            **dataclasses.asdict(self),
+            "prior_family": self.prior_family,
+            "resolved_restart_epochs": self.resolved_restart_epochs,
+        }
+
+    @classmethod
+    def from_dict(cls, record: dict) -> FitConfig:
+        """Inverse of :meth:`to_dict` (derived keys are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in names})
 
 
-def build_model(config: FitConfig, dim: int, aux: dict | None, *, restart: int = 0) -> ICAModel:
-    """Builds the demixer and prior for ``config``.
+def _activation_kwargs(config: FitConfig) -> dict:
+    return {
+        "smooth_leaky_relu": {"slope": config.slope, "sharpness": config.sharpness},
+        "leaky_relu": {"slope": config.slope},
+        "leaky_tanh": {"beta": config.slope},
+    }.get(config.activation, {})
+
+
+def build_model(config: FitConfig, dim: int, aux: dict | None, *, key: jax.Array) -> ICAModel:
+    """Builds the demixer and prior for ``config``, initialised from ``key``.
 
     Args:
       config: the fit settings.
       dim: data dimension ``D``.
       aux: ``None`` (unconditional), ``{"kind": "segments", "n_segments": M}`` or
         ``{"kind": "continuous", "aux_dim": d}``.
-      restart: index of the initialisation; 0 is seeded by ``config.seed`` alone, ``k > 0``
-        by ``fold_in(key(config.seed), k)``.
+      key: PRNG key of the initial parameters (traceable: ``vmap`` it to build many).
     """
-    init_key = jax.random.key(config.seed)
-    rngs = nnx.Rngs(params=config.seed if restart == 0 else jax.random.fold_in(init_key, restart))
-    kwargs = {
-        "smooth_leaky_relu": {"slope": config.slope, "sharpness": config.sharpness},
-        "leaky_relu": {"slope": config.slope},
-        "leaky_tanh": {"beta": config.slope},
-    }.get(config.activation, {})
+    rngs = nnx.Rngs(params=key)
     demixer = DemixingNetwork(
-        dim, config.depth, activation=config.activation, activation_kwargs=kwargs, rngs=rngs
+        dim,
+        config.depth,
+        activation=config.activation,
+        activation_kwargs=_activation_kwargs(config),
+        rngs=rngs,
     )
     if aux is None:
         return ICAModel(demixer, make_prior(config.prior_family))
@@ -163,101 +184,6 @@ def build_model(config: FitConfig, dim: int, aux: dict | None, *, restart: int =
     else:
         prior = ContinuousPrior(aux["aux_dim"], dim, family=config.prior_family, rngs=rngs)
     return ICAModel(demixer, prior)
-
-
-def _describe_aux(u: np.ndarray | None) -> tuple[dict | None, np.ndarray | None]:
-    if u is None:
-        return None, None
-    if u.ndim == 2:
-        return {"kind": "continuous", "aux_dim": int(u.shape[1])}, u.astype(np.float32)
-    labels = check_labels(u)
-    return {"kind": "segments", "n_segments": int(labels.max()) + 1}, labels
-
-
-@dataclasses.dataclass
-class FittedModel:
-    """A trained model with the standardisation it was trained with.
-
-    Attributes:
-      model: the trained :class:`ICAModel`.
-      config: its :class:`FitConfig`.
-      mean: column means subtracted before the demixer, shape ``(dim,)``.
-      scale: column scales divided out, shape ``(dim,)``.
-      aux: description of the auxiliary variable (see :func:`build_model`).
-      result: the training :class:`FitResult` (``None`` after :meth:`load`).
-      restarts: with ``config.restarts > 1``: ``{"val_nll": [...], "chosen": k}``, the
-        restarts' best validation NLLs and the index of the one kept.
-    """
-
-    model: ICAModel
-    config: FitConfig
-    mean: np.ndarray
-    scale: np.ndarray
-    aux: dict | None
-    result: FitResult | None = None
-    restarts: dict | None = None
-
-    def _standardised(self, x) -> jax.Array:
-        x = np.asarray(x, np.float64)
-        if x.ndim != 2 or x.shape[1] != self.mean.shape[0]:
-            raise ValueError(f"expected x of shape (N, {self.mean.shape[0]}), got {x.shape}")
-        return jnp.asarray((x - self.mean) / self.scale, jnp.float32)
-
-    def transform(self, x) -> np.ndarray:
-        """Recovered sources ``s_hat = g(standardise(x))``, shape ``(N, dim)``, input order."""
-        return np.asarray(jax.jit(lambda z: self.model.demixer(z))(self._standardised(x)))
-
-    def log_likelihood(self, x, u=None) -> np.ndarray:
-        """Exact ``log p(x | u)`` per sample in the original units of ``x``, shape ``(N,)``."""
-        _, u = _describe_aux(None if u is None else np.asarray(u))
-        ll = self.model.log_likelihood(self._standardised(x), None if u is None else jnp.asarray(u))
-        return np.asarray(ll) - float(np.log(self.scale).sum())
-
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Writes ``checkpoint.npz`` (parameters + standardisation) and ``checkpoint.json``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        leaves = jax.tree_util.tree_leaves_with_path(nnx.state(self.model, nnx.Param))
-        arrays = {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
-        save_npz(directory / "checkpoint.npz", mean=self.mean, scale=self.scale, **arrays)
-        meta = {"config": dataclasses.asdict(self.config), "dim": int(self.mean.shape[0])}
-        write_json(directory / "checkpoint.json", {**meta, "aux": self.aux})
-        return directory
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> FittedModel:
-        """Rebuilds a model saved by :meth:`save` (ValueError if the files are not one)."""
-        directory = Path(directory)
-        try:
-            meta = json.loads((directory / "checkpoint.json").read_text())
-            config = FitConfig(**meta["config"])
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{directory}: not a nica checkpoint ({err})") from None
-        arrays = load_npz(directory / "checkpoint.npz")
-        model = build_model(config, meta["dim"], meta["aux"])
-        state = nnx.state(model, nnx.Param)
-        paths, treedef = jax.tree_util.tree_flatten_with_path(state)
-        try:
-            leaves = [jnp.asarray(arrays[jax.tree_util.keystr(p)]) for p, _ in paths]
-        except KeyError as err:
-            raise ValueError(f"{directory}: checkpoint lacks parameter {err}") from None
-        nnx.update(model, jax.tree_util.tree_unflatten(treedef, leaves))
-        return cls(model, config, arrays["mean"], arrays["scale"], meta["aux"])
-
-
-def _prepare(config: FitConfig, x, u) -> tuple[FittedModel, np.ndarray, np.ndarray | None]:
-    """Checks the data, standardises ``x`` and builds the untrained model for ``config``."""
-    config.validate()
-    x = np.asarray(x, np.float64)
-    if x.ndim != 2 or x.shape[0] < 2:
-        raise ValueError(f"x must be 2-D (N, D) with N >= 2, got shape {x.shape}")
-    aux, u = _describe_aux(np.asarray(u) if (u is not None and config.conditional) else None)
-    mean = x.mean(axis=0) if config.standardise else np.zeros(x.shape[1])
-    scale = x.std(axis=0) if config.standardise else np.ones(x.shape[1])
-    if np.any(scale == 0):
-        raise ValueError("x has a constant column; the demixer needs an invertible input")
-    fitted = FittedModel(build_model(config, x.shape[1], aux), config, mean, scale, aux)
-    return fitted, np.asarray(fitted._standardised(x)), u
 
 
 def make_optimizer(
@@ -273,16 +199,305 @@ def make_optimizer(
     )
 
 
-def fit_arrays(
-    config: FitConfig, x: np.ndarray, u: np.ndarray | None = None, *, callback=None
-) -> FittedModel:
-    """Fits the model ``config`` describes to observations ``x`` (N, D) and optional ``u``.
+def describe_aux(u: np.ndarray | None) -> tuple[dict | None, np.ndarray | None]:
+    """``(aux description, u for the prior)`` for labels ``(N,)`` or covariates ``(N, d)``."""
+    if u is None:
+        return None, None
+    if u.ndim == 2:
+        return {"kind": "continuous", "aux_dim": int(u.shape[1])}, u.astype(np.float32)
+    labels = check_labels(u)
+    return {"kind": "segments", "n_segments": int(labels.max()) + 1}, labels
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _demix(graphdef, params, rest, z):
+    return nnx.merge(graphdef, params, rest).demixer(z)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _mix(graphdef, params, rest, s):
+    return nnx.merge(graphdef, params, rest).demixer.inverse(s)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _log_likelihood(graphdef, params, rest, z, u):
+    return nnx.merge(graphdef, params, rest).log_likelihood(z, u)
+
+
+@dataclasses.dataclass
+class FittedModel:
+    """A trained model with the standardisation it was trained with.
+
+    ``transform``, ``log_likelihood`` and ``inverse`` compile once per model structure and
+    input shape (the parameters are arguments, not constants).
+
+    Attributes:
+      model: the trained :class:`ICAModel`.
+      config: its :class:`FitConfig`.
+      standardisation: the column ``mean`` and ``scale`` applied before the demixer.
+      aux: description of the auxiliary variable (see :func:`build_model`).
+      result: the training :class:`FitResult` (``None`` after :func:`load`).
+      restarts: with ``config.restarts > 1``: ``{"val_nll": [...], "chosen": k}``, the
+        restarts' best validation NLLs and the index of the one kept.
+    """
+
+    model: ICAModel
+    config: FitConfig
+    standardisation: Standardisation
+    aux: dict | None
+    result: FitResult | None = None
+    restarts: dict | None = None
+
+    @property
+    def dim(self) -> int:
+        """Data dimension ``D``."""
+        return int(self.standardisation.mean.shape[0])
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Column means subtracted before the demixer, shape ``(dim,)``."""
+        return self.standardisation.mean
+
+    @property
+    def scale(self) -> np.ndarray:
+        """Column scales divided out, shape ``(dim,)``."""
+        return self.standardisation.scale
+
+    def _parts(self):
+        graphdef, params, rest = nnx.split(self.model, nnx.Param, ...)
+        return graphdef, params, rest
+
+    def _input(self, a, name: str) -> np.ndarray:
+        a = np.asarray(a)
+        if a.ndim != 2 or a.shape[1] != self.dim:
+            raise ValueError(f"expected {name} of shape (N, {self.dim}), got {a.shape}")
+        if not np.issubdtype(a.dtype, np.number) or not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} contains NaN, Inf or non-numeric values")
+        return a.astype(np.float64)
+
+    def transform(self, x) -> np.ndarray:
+        """Recovered sources ``s_hat = g(standardise(x))``, shape ``(N, dim)``, input order."""
+        z = jnp.asarray(self.standardisation.apply(self._input(x, "x")), jnp.float32)
+        return np.asarray(_demix(*self._parts(), z))
+
+    def inverse(self, s) -> np.ndarray:
+        """Observations ``x = g^{-1}(s)`` in the original units, shape ``(N, dim)``."""
+        s = jnp.asarray(self._input(s, "s"), jnp.float32)
+        z = np.asarray(_mix(*self._parts(), s), np.float64)
+        return z * self.scale + self.mean
+
+    def log_likelihood(self, x, u=None) -> np.ndarray:
+        """Exact ``log p(x | u)`` per sample in the original units of ``x``, shape ``(N,)``."""
+        z = jnp.asarray(self.standardisation.apply(self._input(x, "x")), jnp.float32)
+        _, u = describe_aux(None if u is None else np.asarray(u))
+        if (u is None) != (self.aux is None):
+            raise ValueError("pass u exactly when the model is conditional")
+        ll = _log_likelihood(*self._parts(), z, None if u is None else jnp.asarray(u))
+        return np.asarray(ll, np.float64) - float(np.log(self.scale).sum())
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Writes ``checkpoint.npz`` (parameters + standardisation) and ``checkpoint.json``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        leaves = jax.tree_util.tree_leaves_with_path(nnx.state(self.model, nnx.Param))
+        arrays = {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+        save_npz(directory / "checkpoint.npz", mean=self.mean, scale=self.scale, **arrays)
+        meta = {"config": dataclasses.asdict(self.config), "dim": self.dim, "aux": self.aux}
+        write_json(directory / "checkpoint.json", meta)
+        return directory
+
+
+def load(directory: str | os.PathLike) -> FittedModel:
+    """Rebuilds a model saved by :meth:`FittedModel.save` (ValueError if it is not one)."""
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / "checkpoint.json").read_text())
+        config = FitConfig.from_dict(meta["config"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{directory}: not a nica checkpoint ({err})") from None
+    arrays = load_npz(directory / "checkpoint.npz")
+    model = build_model(config, meta["dim"], meta["aux"], key=jax.random.key(0))
+    paths, treedef = jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))
+    try:
+        leaves = [jnp.asarray(arrays[jax.tree_util.keystr(p)]) for p, _ in paths]
+    except KeyError as err:
+        raise ValueError(f"{directory}: checkpoint lacks parameter {err}") from None
+    nnx.update(model, jax.tree_util.tree_unflatten(treedef, leaves))
+    standardisation = Standardisation(arrays["mean"], arrays["scale"])
+    return FittedModel(model, config, standardisation, meta["aux"])
+
+
+def _resolve(config: FitConfig | None, overrides: dict) -> FitConfig:
+    config = FitConfig() if config is None else config
+    names = {f.name for f in dataclasses.fields(FitConfig)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"unknown FitConfig setting(s) {unknown}; known: {sorted(names)}")
+    return dataclasses.replace(config, **overrides).validate()
+
+
+def _prepare(config: FitConfig, x, u, where: str):
+    """Validates and standardises one seed's data: ``(z, standardisation, aux, u)``."""
+    data = check_observations(x, u if config.conditional else None, where=where)
+    z, standardisation = standardise(data.x, enabled=config.standardise, where=where)
+    aux, u = describe_aux(data.u)
+    return z, standardisation, aux, u
+
+
+def _seed_keys(seed: int, n_restarts: int):
+    """A seed's ``(split_key, shuffle_key, init_keys (K,))``."""
+    data_key, init_key = jax.random.split(jax.random.key(seed))
+    split_key, shuffle_key = jax.random.split(data_key)
+    return split_key, shuffle_key, jax.random.split(init_key, n_restarts)
+
+
+def _initial_params(config: FitConfig, dim: int, aux, init_keys: jax.Array):
+    """``(graphdef, params with leading (S, K) axes, rest)`` from one vmapped initialisation."""
+    model = build_model(config, dim, aux, key=init_keys[0, 0])
+    graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+
+    def init(key):
+        return nnx.state(build_model(config, dim, aux, key=key), nnx.Param)
+
+    return graphdef, jax.jit(jax.vmap(jax.vmap(init)))(init_keys), rest
+
+
+@jax.jit
+def _best_restarts(params, best_val: jax.Array):
+    """Each seed's restart with the lowest validation NLL: ``(params (S, 1, ...), index (S,))``."""
+    chosen = jnp.argmin(best_val, axis=1)
+
+    def take(leaf):
+        index = chosen.reshape((-1, 1) + (1,) * (leaf.ndim - 2))
+        return jnp.take_along_axis(leaf, index, axis=1)
+
+    return jax.tree.map(take, params), chosen
+
+
+def _choose_restarts(config, model_parts, data, n_samples, shuffle_keys, progress, shard):
+    """Short fits of every seed's ``K`` initialisations; the best one per seed goes on."""
+    n_seeds, n_restarts = shuffle_keys.shape[0], config.restarts
+    epochs = config.resolved_restart_epochs
+    best, results = train_runs(
+        *model_parts,
+        data,
+        jax.vmap(lambda k: jax.random.split(k, n_restarts))(shuffle_keys),
+        optimizer=make_optimizer(config, n_samples, epochs),
+        gradient=config.gradient,
+        settings=config.settings(epochs),
+        progress=progress,
+        phase="restarts",
+        shard=shard,
+    )
+    val = np.array([r.best_val_nll if r.diverged is None else np.inf for r in results])
+    params, chosen = _best_restarts(best, jnp.asarray(val.reshape(n_seeds, n_restarts)))
+    summaries = [
+        {
+            "val_nll": [r.best_val_nll for r in results[i * n_restarts : (i + 1) * n_restarts]],
+            "chosen": int(chosen[i]),
+        }
+        for i in range(n_seeds)
+    ]
+    return params, summaries
+
+
+def fit_seeds(
+    xs,
+    us=None,
+    *,
+    seeds,
+    config: FitConfig | None = None,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    shard: bool | None = None,
+    **overrides,
+) -> list[FittedModel]:
+    """Fits one model per seed (each on its own data), all in one vmapped program.
 
     Args:
-      config: the settings; ``config.conditional`` decides whether ``u`` is used.
+      xs: ``S`` observation arrays of one shape ``(N, D)``.
+      us: ``None`` or ``S`` auxiliary arrays of one shape (labels ``(N,)`` or covariates
+        ``(N, d)``); ignored when ``config.conditional`` is false.
+      seeds: ``S`` integer seeds (``config.seed`` is replaced by each).
+      config: the settings (default :class:`FitConfig`); ``overrides`` replace its fields.
+      progress: called with a :class:`nica.training.ProgressEvent` after every epoch.
+      shard: shard the seed axis across local devices (``None``: when there are several).
+
+    Returns:
+      ``S`` :class:`FittedModel` s; a diverged one has ``result.diverged`` set and holds its
+      best parameters. Seed ``i`` matches ``fit(xs[i], us[i], config=config, seed=seeds[i])``.
+
+    Raises:
+      ValueError: bad data or settings.
+    """
+    config = _resolve(config, overrides)
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(xs) != len(seeds) or (us is not None and len(us) != len(seeds)):
+        raise ValueError("pass one x (and one u) per seed, and at least one seed")
+    prepared = [
+        _prepare(config, x, None if us is None else us[i], f"seed {seeds[i]}")
+        for i, x in enumerate(xs)
+    ]
+    if len({(p[0].shape, json.dumps(p[2], sort_keys=True)) for p in prepared}) > 1:
+        raise ValueError("all seeds' x must have the same shape and u the same labels/width")
+    keys = [_seed_keys(seed, config.restarts) for seed in seeds]
+    dim, aux = prepared[0][0].shape[1], prepared[0][2]
+    graphdef, params, rest = _initial_params(config, dim, aux, jnp.stack([k[2] for k in keys]))
+    data = split_runs_data(
+        [k[0] for k in keys],
+        [p[0] for p in prepared],
+        [p[3] for p in prepared],
+        config.validation_fraction,
+        jnp.float32,
+    )
+    shuffle_keys = jnp.stack([k[1] for k in keys])
+    summaries = [None] * len(seeds)
+    n_samples = prepared[0][0].shape[0]
+    if config.restarts > 1:
+        params, summaries = _choose_restarts(
+            config, (graphdef, params, rest), data, n_samples, shuffle_keys, progress, shard
+        )
+    best, results = train_runs(
+        graphdef,
+        params,
+        rest,
+        data,
+        shuffle_keys[:, None],
+        optimizer=make_optimizer(config, n_samples),
+        gradient=config.gradient,
+        settings=config.settings(config.epochs, config.patience),
+        progress=progress,
+        shard=shard,
+    )
+    return [
+        FittedModel(
+            nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i, 0], best), rest),
+            dataclasses.replace(config, seed=seed),
+            prepared[i][1],
+            aux,
+            results[i],
+            summaries[i],
+        )
+        for i, seed in enumerate(seeds)
+    ]
+
+
+def fit(
+    x,
+    u=None,
+    *,
+    config: FitConfig | None = None,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    **overrides,
+) -> FittedModel:
+    """Fits nonlinear ICA by exact maximum likelihood (relative gradient by default).
+
+    Args:
       x: observations, shape ``(N, D)``, finite.
-      u: ``(N,)`` integer segment labels or ``(N, d)`` continuous covariates, or ``None``.
-      callback: receives each history record (progress).
+      u: ``(N,)`` integer segment labels or ``(N, d)`` continuous covariates (the conditional
+        model, Eq. 4), or ``None`` (the unconditional model, Eq. 3).
+      config: the settings (default :class:`FitConfig`, the same defaults as ``nica fit``).
+      progress: called with a :class:`nica.training.ProgressEvent` after every epoch.
+      **overrides: :class:`FitConfig` fields, e.g. ``epochs=100, seed=3``.
 
     Returns:
       The :class:`FittedModel`, with its :class:`FitResult` in ``result``.
@@ -290,100 +505,13 @@ def fit_arrays(
     Raises:
       ValueError: bad data or settings. TrainingDivergedError: the fit diverged.
     """
-    on_record = None if callback is None else (lambda _, record: callback(record))
-    (fitted,) = fit_arrays_seeds([config], [x], None if u is None else [u], callback=on_record)
+    config = _resolve(config, overrides)
+    (fitted,) = fit_seeds(
+        [x], None if u is None else [u], seeds=[config.seed], config=config, progress=progress
+    )
     result = fitted.result
     if result.diverged is not None:
         raise TrainingDivergedError(
             result.diverged, epoch=result.epochs_run, history=result.history
         )
     return fitted
-
-
-def fit_arrays_seeds(
-    configs, xs, us=None, *, callback=None, shard: bool | None = None
-) -> list[FittedModel]:
-    """Fits several seeds (each with its own data) at once, ``vmap``-ped in one compiled program.
-
-    Args:
-      configs: ``S`` :class:`FitConfig` s that differ only in ``seed``.
-      xs: ``S`` observation arrays of the same shape ``(N, D)``.
-      us: ``None`` or ``S`` auxiliary arrays of the same shape (labels or covariates).
-      callback: receives ``(seed_index, record)`` for each history record.
-      shard: shard the seed axis across local devices (``None``: automatically when there are
-        several); see :func:`nica.training.seed_sharding`.
-
-    Returns:
-      ``S`` :class:`FittedModel` s; a diverged one has ``result.diverged`` set and holds its best
-      parameters. Seed ``i`` matches ``fit_arrays(configs[i], xs[i], us[i])``.
-
-    Raises:
-      ValueError: bad data or settings, or configs that differ in more than the seed.
-    """
-    configs = list(configs)
-    if not configs:
-        raise ValueError("fit_arrays_seeds needs at least one config")
-    shared = dataclasses.replace(configs[0], seed=0)
-    if any(dataclasses.replace(c, seed=0) != shared for c in configs):
-        raise ValueError("fit_arrays_seeds: the configs must differ only in their seed")
-    if len(xs) != len(configs) or (us is not None and len(us) != len(configs)):
-        raise ValueError("pass one x (and one u) per config")
-    prepared = [
-        _prepare(c, x, None if us is None else us[i])
-        for i, (c, x) in enumerate(zip(configs, xs, strict=True))
-    ]
-    fitted = [p[0] for p in prepared]
-    config = configs[0]
-    if config.restarts > 1:
-        _choose_restarts(configs, prepared, shard)
-    results = fit_seeds(
-        [jax.random.key(c.seed) for c in configs],
-        [f.model for f in fitted],
-        [p[1] for p in prepared],
-        None if prepared[0][2] is None else [p[2] for p in prepared],
-        gradient=config.gradient,
-        optimizer=make_optimizer(config, prepared[0][1].shape[0]),
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        validation_fraction=config.validation_fraction,
-        patience=config.patience,
-        eval_every=config.eval_every,
-        callback=callback,
-        shard=shard,
-    )
-    for f, result in zip(fitted, results, strict=True):
-        f.result = result
-    return fitted
-
-
-def _choose_restarts(configs, prepared, shard) -> None:
-    """Trains ``restarts`` initialisations per seed briefly; loads the best into each model."""
-    config, n_restarts = configs[0], configs[0].restarts
-    candidates, keys, xs, us = [], [], [], []
-    for c, (fitted, x, u) in zip(configs, prepared, strict=True):
-        for k in range(n_restarts):
-            model = fitted.model if k == 0 else build_model(c, x.shape[1], fitted.aux, restart=k)
-            candidates.append(model)
-            keys.append(jax.random.key(c.seed))  # same validation split as the main fit
-            xs.append(x)
-            us.append(u)
-    results = fit_seeds(
-        keys,
-        candidates,
-        xs,
-        None if us[0] is None else us,
-        gradient=config.gradient,
-        optimizer=make_optimizer(config, xs[0].shape[0], config.resolved_restart_epochs),
-        epochs=config.resolved_restart_epochs,
-        batch_size=config.batch_size,
-        validation_fraction=config.validation_fraction,
-        eval_every=config.eval_every,
-        shard=shard,
-    )
-    for i, (fitted, _, _) in enumerate(prepared):
-        block = results[i * n_restarts : (i + 1) * n_restarts]
-        val = [r.best_val_nll if r.diverged is None else float("inf") for r in block]
-        chosen = int(np.argmin(val))
-        if chosen:
-            nnx.update(fitted.model, nnx.state(candidates[i * n_restarts + chosen], nnx.Param))
-        fitted.restarts = {"val_nll": [r.best_val_nll for r in block], "chosen": chosen}

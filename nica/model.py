@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
+from nica.gradients import GradientMode
 from nica.network import DemixingNetwork
 
 __all__ = ["ICAModel"]
@@ -37,14 +38,22 @@ class ICAModel(nnx.Module):
         return self.prior.log_prob(s, u).sum(axis=-1) + logdet
 
     def training_loss(
-        self, x: jax.Array, u: jax.Array | None = None, *, gradient: str = "relative"
+        self, x: jax.Array, u: jax.Array | None = None, *, gradient: str | GradientMode
     ) -> tuple[jax.Array, jax.Array]:
         """Minibatch loss whose gradient is the chosen mode's, and its weight-free part.
 
+        The gradient of ``relative_coords`` is only a step direction through the optimizer
+        wrapper of that mode (``mode.wrap_optimizer``); the trainer always applies it.
+
+        Args:
+          x: observations, shape ``(batch, dim)``.
+          u: auxiliary variable for a conditional prior, ``(batch,)`` or ``(batch, d)``.
+          gradient: a mode of :data:`nica.gradients.GRADIENTS` (name or object).
+
         Returns:
-          ``(loss, data_nll)``: ``loss`` is what to differentiate (its value omits
-          ``sum_k log|det W_k|`` under ``relative``); ``data_nll`` is the mean negative
-          log-likelihood without the ``log|det W_k|`` terms (for reporting in every mode).
+          ``(loss, data_nll)``: ``loss`` is what to differentiate (under the relative modes its
+          value omits ``sum_k log|det W_k|``); ``data_nll`` is the mean negative log-likelihood
+          without the ``log|det W_k|`` terms (for reporting in every mode).
         """
         s, logdet_act, logdet_w = self.demixer.training_terms(x, gradient=gradient)
         data_nll = -(self.prior.log_prob(s, u).sum(axis=-1) + logdet_act).mean()

@@ -17,36 +17,19 @@ import jax.numpy as jnp
 from flax import nnx
 
 from nica.activations import Activation, make_activation
-from nica.relative import (
-    coordinate_dense,
-    coordinate_log_abs_det,
-    relative_dense,
-    relative_log_abs_det,
-)
+from nica.gradients import GRADIENTS, GradientMode, get_gradient
+from nica.relative import SquareKernel
 
-__all__ = [
-    "GRADIENTS",
-    "RELATIVE_GRADIENTS",
-    "DemixingNetwork",
-    "InvertibleDense",
-    "check_gradient",
-]
+__all__ = ["DemixingNetwork", "InvertibleDense"]
 
-#: Gradient modes of the training step (see :meth:`DemixingNetwork.training_terms`).
-GRADIENTS = ("relative", "relative_coords", "ordinary", "autodiff")
-#: Modes whose training step has no slogdet and no inverse.
-RELATIVE_GRADIENTS = ("relative", "relative_coords")
-
-
-def check_gradient(gradient: str) -> str:
-    """Returns ``gradient`` if it names a known mode, else raises a one-line ``ValueError``."""
-    if gradient not in GRADIENTS:
-        raise ValueError(f"unknown gradient mode {gradient!r}; known: {', '.join(GRADIENTS)}")
-    return gradient
+_ORDINARY = GRADIENTS["ordinary"]
 
 
 class InvertibleDense(nnx.Module):
     """Square dense layer ``y = x @ kernel + bias`` with orthogonal initialisation.
+
+    The kernel is a :class:`nica.relative.SquareKernel` (an ``nnx.Param``), which is how the
+    relative-coordinates optimizer finds it.
 
     Args:
       dim: input and output dimension ``D``.
@@ -56,29 +39,18 @@ class InvertibleDense(nnx.Module):
 
     def __init__(self, dim: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
         init = jax.nn.initializers.orthogonal()
-        self.kernel = nnx.Param(init(rngs.params(), (dim, dim), param_dtype))
+        self.kernel = SquareKernel(init(rngs.params(), (dim, dim), param_dtype))
         self.bias = nnx.Param(jnp.zeros((dim,), param_dtype))
 
-    def __call__(self, x: jax.Array, *, gradient: str = "ordinary") -> jax.Array:
-        """Applies the layer, shape ``(batch, dim) -> (batch, dim)``.
+    def __call__(self, x: jax.Array, *, mode: GradientMode = _ORDINARY) -> jax.Array:
+        """Applies the layer, shape ``(batch, dim) -> (batch, dim)``; ``mode`` decides which
+        gradient the parameters receive (see :mod:`nica.gradients`)."""
+        return mode.dense(x, self.kernel[...], self.bias[...])
 
-        With ``gradient="relative"`` the parameters receive the relative gradient; with
-        ``"relative_coords"`` the gradient in relative coordinates (see ``nica.relative``).
-        """
-        if gradient == "relative":
-            return relative_dense(x, self.kernel[...], self.bias[...])
-        if gradient == "relative_coords":
-            return coordinate_dense(x, self.kernel[...], self.bias[...])
-        return x @ self.kernel[...] + self.bias[...]
-
-    def log_abs_det(self, *, gradient: str = "ordinary") -> jax.Array:
+    def log_abs_det(self, *, mode: GradientMode = _ORDINARY) -> jax.Array:
         """``log|det W|`` (scalar); under the relative modes, a zero-valued carrier of its
         gradient."""
-        if gradient == "relative":
-            return relative_log_abs_det(self.kernel[...], self.bias[...])
-        if gradient == "relative_coords":
-            return coordinate_log_abs_det(self.kernel[...])
-        return jnp.linalg.slogdet(self.kernel[...])[1]
+        return mode.log_abs_det(self.kernel[...], self.bias[...])
 
     def forward_and_log_det(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Returns ``(x @ W + b, log|det W|)`` with shapes ``(batch, dim), (batch,)``."""
@@ -125,40 +97,36 @@ class DemixingNetwork(nnx.Module):
             raise ValueError(f"expected input of shape (batch, {self.dim}), got {x.shape}")
 
     def training_terms(
-        self, x: jax.Array, *, gradient: str = "relative"
+        self, x: jax.Array, *, gradient: str | GradientMode = "relative_coords"
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
         """Sources and the two parts of the log-determinant, for a gradient mode.
 
         Args:
           x: observations, shape ``(batch, dim)``.
-          gradient: ``relative`` (layer parameters get the relative gradient; the weight term is
-            a zero-valued carrier of its relative gradient, no slogdet), ``relative_coords``
-            (the same in relative coordinates, for an optimizer wrapped by
-            ``nica.relative.in_relative_coordinates``), ``ordinary`` (exact
-            ``sum_k log|det W_k|`` via slogdet, differentiated by autodiff) or ``autodiff``
-            (the whole ``log|det J_g|`` from ``slogdet(jacfwd(g))`` per sample; small D only).
+          gradient: a mode of :data:`nica.gradients.GRADIENTS` (name or object); it decides
+            how the layers and ``log|det W_k|`` take part (see :mod:`nica.gradients`).
 
         Returns:
           ``(s, logdet_activations, logdet_weights)`` with shapes ``(batch, dim)``, ``(batch,)``
-          and ``()``. For ``autodiff`` the full per-sample log-determinant is in
+          and ``()``. Under the relative modes ``logdet_weights`` is a zero-valued carrier of
+          its gradient; under ``autodiff`` the whole per-sample log-determinant is in
           ``logdet_activations`` and ``logdet_weights`` is 0.
         """
-        check_gradient(gradient)
         self._check_input(x)
-        if gradient == "autodiff":
-            s = self._forward(x, gradient="ordinary")[0]
-            single = lambda xi: self._forward(xi[None], gradient="ordinary")[0][0]  # noqa: E731
-            jac = jax.vmap(jax.jacfwd(single))(x)
-            return s, jnp.linalg.slogdet(jac)[1], jnp.zeros((), x.dtype)
-        s, logdet_act = self._forward(x, gradient=gradient)
-        logdet_w = sum(layer.log_abs_det(gradient=gradient) for layer in self.layers)
-        return s, logdet_act, logdet_w
+        return get_gradient(gradient).terms(self, x)
 
-    def _forward(self, x, *, gradient):
+    def layer_terms(
+        self, x: jax.Array, mode: GradientMode
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Layer-by-layer ``(s, sum_k sum_i log sigma'(y_k^i), sum_k log|det W_k|)`` (Eq. 9)."""
+        s, logdet_act = self._forward(x, mode)
+        return s, logdet_act, sum(layer.log_abs_det(mode=mode) for layer in self.layers)
+
+    def _forward(self, x: jax.Array, mode: GradientMode) -> tuple[jax.Array, jax.Array]:
         logdet = jnp.zeros(x.shape[:1], x.dtype)
         z = x
         for k, layer in enumerate(self.layers):
-            y = layer(z, gradient=gradient)
+            y = layer(z, mode=mode)
             if k < self.depth - 1:
                 logdet = logdet + self.activation.log_derivative(y).sum(axis=-1)
                 z = self.activation.value(y)
@@ -169,7 +137,7 @@ class DemixingNetwork(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """Demixes ``x`` (batch, dim) into sources ``s`` (batch, dim)."""
         self._check_input(x)
-        return self._forward(x, gradient="ordinary")[0]
+        return self._forward(x, _ORDINARY)[0]
 
     def forward_and_log_det(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Exact ``(s, log|det J_g(x)|)`` with shapes ``(batch, dim), (batch,)`` (uses slogdet)."""

@@ -33,15 +33,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 
 __all__ = [
     "coordinate_dense",
     "coordinate_log_abs_det",
+    "SquareKernel",
     "in_relative_coordinates",
-    "is_layer_kernel",
     "relative_dense",
     "relative_gradient_reference",
     "relative_log_abs_det",
+    "square_kernel_mask",
 ]
 
 
@@ -192,14 +194,32 @@ def _coordinate_log_abs_det_bwd(kernel, cotangent):
 coordinate_log_abs_det.defvjp(_coordinate_log_abs_det_fwd, _coordinate_log_abs_det_bwd)
 
 
-def is_layer_kernel(path) -> bool:
-    """Whether a parameter path (``jax.tree_util`` keys) names a demixer layer's square kernel.
+class SquareKernel(nnx.Param):
+    """A square layer matrix ``W`` (D x D): the parameters the relative gradient acts on.
 
-    Paths are those of ``nnx.split(ICAModel, nnx.Param, ...)``:
-    ``('demixer', 'layers', k, 'kernel', ...)``.
+    Any ``nnx.Param`` of this type is selected by :func:`square_kernel_mask`; every other
+    parameter (biases, priors, conditioning networks) gets ordinary gradients.
     """
-    names = [getattr(key, "key", getattr(key, "name", None)) for key in path]
-    return bool(names) and names[0] == "demixer" and "kernel" in names
+
+
+def _is_variable(value) -> bool:
+    return isinstance(value, nnx.Variable)
+
+
+def square_kernel_mask(params):
+    """Optax-style mask of ``params`` (an ``nnx.State``): ``True`` at every :class:`SquareKernel`.
+
+    Raises:
+      ValueError: ``params`` holds no square kernel (e.g. a plain dict of arrays), so a
+        relative-coordinates update could not be mapped back.
+    """
+    mask = jax.tree.map(lambda v: isinstance(v, SquareKernel), params, is_leaf=_is_variable)
+    if not any(jax.tree.leaves(mask)):
+        raise ValueError(
+            "in_relative_coordinates found no square kernels (nica.relative.SquareKernel) in "
+            "params; pass the nnx.Param state of a model built from nica.network layers"
+        )
+    return mask
 
 
 def in_relative_coordinates(
@@ -207,17 +227,14 @@ def in_relative_coordinates(
 ) -> optax.GradientTransformation:
     """Runs ``optimizer`` on relative coordinates and applies its kernel updates multiplicatively.
 
-    ``optimizer`` receives the gradients of the ``relative_coords`` mode (kernels: ``W^T G_W``;
-    everything else: ordinary) and returns updates ``U``; each demixer kernel's update becomes
-    ``W U`` (so ``W <- W (I + U)``), the others pass unchanged. The state is ``optimizer``'s own,
-    so ``optimizer.init(params)`` initialises the wrapped transformation too.
+    ``optimizer`` receives the gradients of the ``relative_coords`` mode (square kernels:
+    ``W^T G_W``; everything else: ordinary) and returns updates ``U``; each square kernel's
+    update becomes ``W U`` (so ``W <- W (I + U)``), the others pass unchanged. The kernels are
+    found by their variable type (:func:`square_kernel_mask`), not by their path. The state is
+    ``optimizer``'s own, so ``optimizer.init(params)`` initialises the wrapped transformation too.
 
     Cost: one D x D x D product per layer and step (no inverse), which is within the
     O(B D^2) of the gradient when ``D <= B``.
-
-    Under an adaptive optimizer the multiplicative steps compound: a direction the optimizer
-    keeps pushing grows or shrinks geometrically, not linearly. The trainer's divergence check
-    catches the runs where this explodes (seen at 50 sources, see the README).
 
     Args:
       optimizer: any Optax transformation (clipping, schedules, Adam, ...).
@@ -229,16 +246,12 @@ def in_relative_coordinates(
     def update(updates, state, params=None):
         if params is None:
             raise ValueError("in_relative_coordinates needs params in update()")
-        flat, _ = jax.tree_util.tree_flatten_with_path(params)
-        if not any(is_layer_kernel(path) for path, _ in flat):
-            raise ValueError(
-                "in_relative_coordinates found no demixer kernels in params "
-                "(expected paths ('demixer', 'layers', k, 'kernel'), as from nnx.split(ICAModel))"
-            )
+        mask = square_kernel_mask(params)
         updates, state = optimizer.update(updates, state, params)
-        updates = jax.tree_util.tree_map_with_path(
-            lambda path, u, w: w @ u if is_layer_kernel(path) else u, updates, params
-        )
-        return updates, state
+
+        def map_back(is_kernel, u, w):
+            return jax.tree.map(lambda a, b: b @ a, u, w) if is_kernel else u
+
+        return jax.tree.map(map_back, mask, updates, params), state
 
     return optax.GradientTransformation(optimizer.init, update)

@@ -1,16 +1,27 @@
-"""Maximum-likelihood training with any Optax optimizer and a selectable gradient mode.
+"""The batched maximum-likelihood trainer: small pure pieces and one host loop.
 
-The hot loop is functional: the model is split once into ``(graphdef, params, rest)``; one jitted
-call runs a whole epoch as a ``lax.scan`` over shuffled minibatches; the exact NLL (slogdet)
-is computed on the validation split only at evaluation time. :func:`make_epoch_fn` and
-:func:`make_nll_fn` are pure, so callers can ``vmap`` them over seeds.
+Every fit is a batch of *runs* with a leading ``(seeds, restarts)`` layout: each seed has its
+own data, validation split and key; the restarts of a seed share its data (broadcast by an inner
+``vmap``, never copied). The pieces:
+
+* :func:`validation_split`: a seed's train/validation indices, computed once per seed;
+* :func:`make_epoch_fn`: one epoch (a ``lax.scan`` of optimizer steps over shuffled minibatches)
+  for one run; the optimizer is wrapped by the gradient mode here, so a mode that needs a
+  wrapped optimizer is never run without it;
+* :func:`make_nll_fn`: the exact validation NLL (slogdet; evaluation only);
+* :class:`Stopping`: early stopping and divergence, per run, on the host;
+* :func:`train_runs`: the loop that ties them together over ``(seeds, restarts)``.
+
+:func:`train` (one module) and :func:`train_seeds` (one module per seed) are the low-level
+entry points; :func:`nica.fit` builds on :func:`train_runs`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -18,18 +29,25 @@ import numpy as np
 import optax
 from flax import nnx
 
+from nica.data import check_observations
+from nica.gradients import DEFAULT_GRADIENT, GradientMode, get_gradient
 from nica.model import ICAModel
-from nica.network import check_gradient
-from nica.relative import in_relative_coordinates
 
 __all__ = [
     "FitResult",
+    "ProgressEvent",
+    "RunData",
+    "Stopping",
+    "TrainSettings",
     "TrainingDivergedError",
-    "fit",
-    "fit_seeds",
     "make_epoch_fn",
     "make_nll_fn",
     "seed_sharding",
+    "split_runs_data",
+    "train",
+    "train_runs",
+    "train_seeds",
+    "validation_split",
 ]
 
 
@@ -49,19 +67,17 @@ class TrainingDivergedError(RuntimeError):
 
 @dataclasses.dataclass
 class FitResult:
-    """What :func:`fit` returns; the model itself is updated in place to its best parameters.
+    """One run's training record.
 
     Attributes:
       history: per evaluated epoch: ``epoch``, ``train_nll`` (mean minibatch NLL over the epoch,
-        with the weights' ``log|det W|`` taken at the epoch's end), ``val_nll`` (exact),
-        ``seconds`` (wall time since the start).
+        with the weights' ``log|det W|`` taken at the epoch's end; ``nan`` at epoch 0),
+        ``val_nll`` (exact), ``seconds`` (wall time since the start).
       best_epoch: epoch of the best validation NLL (0 = initial parameters).
       best_val_nll: that NLL.
       epochs_run: number of epochs trained.
-      stop_reason: ``"epochs"``, ``"early_stopping"`` or (only from :func:`fit_seeds`)
-        ``"diverged"``.
-      diverged: ``None``, or the divergence message (only from :func:`fit_seeds`; :func:`fit`
-        raises :class:`TrainingDivergedError` instead).
+      stop_reason: ``"epochs"``, ``"early_stopping"`` or ``"diverged"``.
+      diverged: ``None``, or the divergence message.
     """
 
     history: dict
@@ -72,12 +88,96 @@ class FitResult:
     diverged: str | None = None
 
 
+class ProgressEvent(NamedTuple):
+    """What a ``progress`` callback receives after every epoch (and once at epoch 0).
+
+    Attributes:
+      phase: ``"restarts"`` (short fits of the initialisations) or ``"fit"``.
+      epoch: epochs done in this phase.
+      epochs: epochs planned in this phase.
+      seconds: wall time since the phase started.
+      val_nll: the best validation NLL over the batched runs, at evaluated epochs, else None.
+    """
+
+    phase: str
+    epoch: int
+    epochs: int
+    seconds: float
+    val_nll: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """Loop settings shared by every run of a batch.
+
+    Attributes:
+      epochs: maximum number of passes over the training split.
+      batch_size: minibatch size (capped at the training-split size).
+      validation_fraction: share of samples held out for the exact validation NLL; with 0 the
+        training data is used for evaluation.
+      patience: stop a run after this many evaluations without improvement (``None``: never).
+      min_delta: improvement below this does not count for early stopping.
+      eval_every: evaluate (exact NLL) every this many epochs, and at the last one.
+      explode_nats: divergence if the validation NLL rises more than this many nats per
+        dimension above both the initial and the best one (``None``: only non-finite values).
+    """
+
+    epochs: int = 100
+    batch_size: int = 100
+    validation_fraction: float = 0.1
+    patience: int | None = None
+    min_delta: float = 0.0
+    eval_every: int = 1
+    explode_nats: float | None = 50.0
+
+    def validate(self) -> TrainSettings:
+        """Returns self, or raises a one-line ``ValueError`` naming the bad setting."""
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
+            raise ValueError("epochs, batch_size and eval_every must be >= 1")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction={self.validation_fraction} must be in [0, 1)")
+        return self
+
+
+class RunData(NamedTuple):
+    """Training and validation data of ``S`` seeds: ``x_*`` ``(S, n, D)``, ``u_*`` or None."""
+
+    x_train: jax.Array
+    u_train: jax.Array | None
+    x_val: jax.Array
+    u_val: jax.Array | None
+
+
+def validation_split(key: jax.Array, n: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """A random ``(train_idx, val_idx)`` split of ``n`` samples; with ``fraction=0`` the
+    validation indices are all samples (evaluation on the training data)."""
+    order = np.asarray(jax.random.permutation(key, n))
+    n_val = int(round(fraction * n))
+    if fraction > 0 and (n_val == 0 or n_val == n):
+        raise ValueError(f"validation_fraction={fraction} leaves an empty split of {n} samples")
+    return order[n_val:], (order[:n_val] if n_val else order)
+
+
+def split_runs_data(split_keys, xs, us, fraction: float, dtype) -> RunData:
+    """Splits each seed's ``x`` (N, D) and ``u`` once and stacks them over the seed axis."""
+    parts = []
+    for key, x, u in zip(split_keys, xs, us, strict=True):
+        train_idx, val_idx = validation_split(key, x.shape[0], fraction)
+        pick = lambda a, idx: None if a is None else a[idx]  # noqa: E731
+        parts.append((x[train_idx], pick(u, train_idx), x[val_idx], pick(u, val_idx)))
+    stacked = [None if p[0] is None else np.stack(p) for p in zip(*parts, strict=True)]
+    x_train, u_train, x_val, u_val = stacked
+    as_u = lambda a: None if a is None else jnp.asarray(a)  # noqa: E731
+    return RunData(
+        jnp.asarray(x_train, dtype), as_u(u_train), jnp.asarray(x_val, dtype), as_u(u_val)
+    )
+
+
 def make_nll_fn(graphdef: nnx.GraphDef, rest: nnx.State) -> Callable:
     """Pure exact mean NLL: ``nll(params, x, u) -> scalar`` (slogdet; evaluation only)."""
 
     def nll(params, x, u):
-        model = nnx.merge(graphdef, params, rest)
-        return -model.log_likelihood(x, u).mean()
+        return -nnx.merge(graphdef, params, rest).log_likelihood(x, u).mean()
 
     return nll
 
@@ -87,43 +187,38 @@ def make_epoch_fn(
     rest: nnx.State,
     optimizer: optax.GradientTransformation,
     *,
-    gradient: str,
+    gradient: str | GradientMode = DEFAULT_GRADIENT,
     batch_size: int,
 ) -> Callable:
-    """Builds the pure one-epoch function (jit it, or vmap it over seeds first).
+    """Builds the pure one-epoch function of one run (jit it, or vmap it over runs first).
 
     ``epoch(params, opt_state, key, x, u) -> (params, opt_state, data_nll, finite)``: shuffles
     ``x`` (N, D) and ``u`` (N, ...) or ``None`` with ``key``, drops the last partial batch, and
     scans one optimizer step per minibatch. ``data_nll`` is the mean minibatch NLL without the
     weights' log-determinants; ``finite`` says whether every loss and parameter stayed finite.
-
-    Under ``gradient="relative_coords"`` the optimizer runs in relative coordinates
-    (``nica.relative.in_relative_coordinates``; same state as ``optimizer``, so states from
-    ``optimizer.init`` fit).
+    The optimizer is wrapped by the mode (``mode.wrap_optimizer``); its state is the
+    unwrapped optimizer's, so ``optimizer.init(params)`` gives ``opt_state``.
     """
-    check_gradient(gradient)
-    if gradient == "relative_coords":
-        optimizer = in_relative_coordinates(optimizer)
+    mode = get_gradient(gradient)
+    optimizer = mode.wrap_optimizer(optimizer)
 
     def loss_fn(params, xb, ub):
-        model = nnx.merge(graphdef, params, rest)
-        return model.training_loss(xb, ub, gradient=gradient)
+        return nnx.merge(graphdef, params, rest).training_loss(xb, ub, gradient=mode)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def epoch(params, opt_state, key, x, u):
-        def step(carry, idx):
-            params, opt_state = carry
-            ub = None if u is None else u[idx]
-            (_, data_nll), grads = grad_fn(params, x[idx], ub)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), data_nll
+    def step(carry, batch):
+        params, opt_state = carry
+        (_, data_nll), grads = grad_fn(params, *batch)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), data_nll
 
+    def epoch(params, opt_state, key, x, u):
         n_batches = x.shape[0] // batch_size
         order = jax.random.permutation(key, x.shape[0])[: n_batches * batch_size]
-        (params, opt_state), losses = jax.lax.scan(
-            step, (params, opt_state), order.reshape(n_batches, batch_size)
-        )
+        order = order.reshape(n_batches, batch_size)
+        batches = (x[order], None if u is None else u[order])
+        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), batches)
         finite = jnp.all(jnp.isfinite(losses)) & jax.tree.reduce(
             jnp.logical_and, jax.tree.map(lambda p: jnp.all(jnp.isfinite(p)), params)
         )
@@ -132,118 +227,95 @@ def make_epoch_fn(
     return epoch
 
 
-def _check_data(x, u, dim: int, conditional: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    x = np.asarray(x)
-    if x.ndim != 2 or x.shape[0] == 0:
-        raise ValueError(f"x must be a non-empty 2-D array (N, D), got shape {x.shape}")
-    if x.shape[1] != dim:
-        raise ValueError(f"x has {x.shape[1]} columns but the model expects dim={dim}")
-    if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
-        raise ValueError("x contains NaN, Inf or non-numeric values")
-    if u is None:
-        if conditional:
-            raise ValueError("the model's prior is conditional: pass the auxiliary variable u")
-        return x, None
-    u = np.asarray(u)
-    if u.shape[:1] != x.shape[:1] or u.ndim > 2:
-        raise ValueError(f"u must have shape (N,) or (N, d) with N={x.shape[0]}, got {u.shape}")
-    if not np.issubdtype(u.dtype, np.number) or not np.all(np.isfinite(u)):
-        raise ValueError("u contains NaN, Inf or non-numeric values")
-    return x, u
+def _over_runs(fn: Callable, n_run_args: int) -> Callable:
+    """``vmap`` over ``(seeds, restarts)``: the first ``n_run_args`` arguments have both axes;
+    the rest (data) only the seed axis and are broadcast over restarts."""
+    n_data = fn.__code__.co_argcount - n_run_args
+    inner = jax.vmap(fn, in_axes=(0,) * n_run_args + (None,) * n_data)
+    return jax.vmap(inner, in_axes=0)
 
 
-def fit(
-    key: jax.Array,
-    model: ICAModel | nnx.Module,
-    x,
-    u=None,
-    *,
-    prior: str | nnx.Module | None = None,
-    gradient: str = "relative_coords",
-    optimizer: optax.GradientTransformation | None = None,
-    epochs: int = 100,
-    batch_size: int = 100,
-    validation_fraction: float = 0.1,
-    patience: int | None = None,
-    min_delta: float = 0.0,
-    eval_every: int = 1,
-    explode_nats: float | None = 50.0,
-    callback: Callable[[dict], None] | None = None,
-) -> FitResult:
-    """Fits by maximum likelihood; the model is updated in place to its best parameters.
+class Stopping:
+    """Per-run early stopping and divergence bookkeeping, on the host (arrays of shape (R,)).
 
     Args:
-      key: PRNG key for the validation split and the per-epoch shuffles.
-      model: an :class:`ICAModel`, or a demixing network (then ``prior`` names its prior).
-      x: observations, shape ``(N, D)``.
-      u: auxiliary variable, ``(N,)`` integer labels or ``(N, d)`` floats, for a conditional
-        prior; ``None`` for the unconditional model.
-      prior: with a bare demixer, a prior name from ``nica.priors.PRIORS`` or a prior module.
-      gradient: ``relative_coords`` (default), ``relative``, ``ordinary`` or ``autodiff`` (see
-        ``nica.network`` and ``nica.relative``).
-      optimizer: any Optax transformation; default ``optax.adam(1e-3)``.
-      epochs: maximum number of passes over the training split.
-      batch_size: minibatch size (capped at the training-split size).
-      validation_fraction: share of samples held out for the exact validation NLL; with 0 the
-        training data is used for evaluation.
-      patience: stop after this many evaluations without improvement (``None``: never).
-      min_delta: improvement below this does not count for early stopping.
-      eval_every: evaluate (exact NLL) every this many epochs, and at the last one.
-      explode_nats: divergence if the validation NLL rises more than this many nats per
-        dimension above both the initial and the best one (``None``: only non-finite values).
-      callback: called with each history record (a dict), e.g. to show progress.
-
-    Returns:
-      A :class:`FitResult`.
-
-    Raises:
-      ValueError: bad shapes, NaN/Inf in the data, unknown names, bad settings.
-      TrainingDivergedError: non-finite loss or parameters; the best parameters are kept.
+      initial_val: validation NLLs of the initial parameters, shape ``(R,)``.
+      settings: the loop settings.
+      dim: data dimension (the explosion limit is per dimension).
+      gradient: the mode's name, quoted in divergence messages.
     """
-    if not isinstance(model, ICAModel):
-        from nica.priors import make_prior
 
-        model = ICAModel(model, make_prior("laplace" if prior is None else prior))
-    elif prior is not None:
-        raise ValueError("pass prior only with a bare demixer; an ICAModel has its own prior")
-    on_record = None if callback is None else (lambda _, record: callback(record))
-    (result,) = fit_seeds(
-        [key],
-        [model],
-        [x],
-        None if u is None else [u],
-        gradient=gradient,
-        optimizer=optimizer,
-        epochs=epochs,
-        batch_size=batch_size,
-        validation_fraction=validation_fraction,
-        patience=patience,
-        min_delta=min_delta,
-        eval_every=eval_every,
-        explode_nats=explode_nats,
-        callback=on_record,
-        shard=False,
-    )
-    if result.diverged is not None:
-        raise TrainingDivergedError(
-            result.diverged, epoch=result.epochs_run, history=result.history
+    def __init__(self, initial_val: np.ndarray, settings: TrainSettings, dim: int, gradient):
+        if not np.all(np.isfinite(initial_val)):
+            raise ValueError("the initial model gives a non-finite NLL on the data")
+        self.settings, self.dim, self.gradient = settings, dim, gradient
+        n = initial_val.shape[0]
+        self.initial_val, self.best_val = initial_val.copy(), initial_val.copy()
+        self.best_epoch = np.zeros(n, int)
+        self.since_best = np.zeros(n, int)
+        self.epochs_run = np.zeros(n, int)
+        self.active = np.ones(n, bool)
+        self.stop_reason = ["epochs"] * n
+        self.diverged: list[str | None] = [None] * n
+
+    def _diverge(self, runs, epoch: int, what: Callable[[int], str]) -> None:
+        for i in np.flatnonzero(self.active & runs):
+            self.active[i] = False
+            self.stop_reason[i] = "diverged"
+            self.diverged[i] = (
+                f"training diverged at epoch {epoch}: {what(i)} (gradient={self.gradient}); "
+                f"kept the best parameters, from epoch {self.best_epoch[i]}"
+            )
+
+    def after_epoch(self, epoch: int, finite: np.ndarray) -> None:
+        """Counts the epoch for active runs; a non-finite loss or parameter is divergence."""
+        self.epochs_run[self.active] = epoch
+        self._diverge(~finite, epoch, lambda i: "non-finite loss or parameters")
+
+    def after_evaluation(self, epoch: int, val: np.ndarray) -> np.ndarray:
+        """Updates bests and stopping from validation NLLs ``(R,)``; returns the improved runs."""
+        self._diverge(
+            ~np.isfinite(val), epoch, lambda i: "non-finite validation NLL (singular weights?)"
         )
-    return result
+        if self.settings.explode_nats is not None:
+            limit = np.maximum(self.initial_val, self.best_val) + self.settings.explode_nats * (
+                self.dim
+            )
+            self._diverge(
+                val > limit,
+                epoch,
+                lambda i: (
+                    f"validation NLL exploded to {val[i]:.4g} (initial {self.initial_val[i]:.4g})"
+                ),
+            )
+        improved = self.active & (val < self.best_val - self.settings.min_delta)
+        self.best_val = np.where(improved, val, self.best_val)
+        self.best_epoch[improved] = epoch
+        self.since_best = np.where(improved, 0, self.since_best + self.active)
+        return improved
 
+    def apply_patience(self) -> None:
+        """Stops the active runs that have not improved for ``patience`` evaluations."""
+        if self.settings.patience is not None:
+            done = self.active & (self.since_best >= self.settings.patience)
+            self.active[done] = False
+            for i in np.flatnonzero(done):
+                self.stop_reason[i] = "early_stopping"
 
-def _split_data(key, x, u, validation_fraction):
-    """One seed's validation split: ``(x_train, u_train, x_val, u_val)`` as numpy arrays."""
-    order = np.asarray(jax.random.permutation(key, x.shape[0]))
-    n_val = int(round(validation_fraction * x.shape[0]))
-    if validation_fraction > 0 and (n_val == 0 or n_val == x.shape[0]):
-        raise ValueError(f"validation_fraction={validation_fraction} leaves an empty split")
-    train_idx, val_idx = order[n_val:], (order[:n_val] if n_val else order)
-    pick = lambda a, idx: None if a is None else a[idx]  # noqa: E731
-    return x[train_idx], pick(u, train_idx), x[val_idx], pick(u, val_idx)
-
-
-def _stack(trees):
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+    def results(self, histories: list[dict]) -> list[FitResult]:
+        """One :class:`FitResult` per run."""
+        return [
+            FitResult(h, int(e), float(v), int(r), reason, message)
+            for h, e, v, r, reason, message in zip(
+                histories,
+                self.best_epoch,
+                self.best_val,
+                self.epochs_run,
+                self.stop_reason,
+                self.diverged,
+                strict=True,
+            )
+        ]
 
 
 def seed_sharding(n_seeds: int, shard: bool | None = None):
@@ -262,66 +334,158 @@ def seed_sharding(n_seeds: int, shard: bool | None = None):
     return padded, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
 
 
-def fit_seeds(
-    keys,
-    models,
-    xs,
-    us=None,
-    *,
-    gradient: str = "relative_coords",
-    optimizer: optax.GradientTransformation | None = None,
-    epochs: int = 100,
-    batch_size: int = 100,
-    validation_fraction: float = 0.1,
-    patience: int | None = None,
-    min_delta: float = 0.0,
-    eval_every: int = 1,
-    explode_nats: float | None = 50.0,
-    callback: Callable[[int, dict], None] | None = None,
-    shard: bool | None = None,
-) -> list[FitResult]:
-    """Fits ``S`` independent models at once: one compiled program ``vmap``-ped over seeds.
+def _pad_seeds(tree, padded: int, sharding):
+    """Pads the leading (seed) axis to ``padded`` by repeating seed 0 and places it."""
 
-    Every seed has its own key, initial parameters, data, validation split, shuffles, early
-    stopping and divergence check; the result for seed ``i`` is what :func:`fit` gives for
-    ``(keys[i], models[i], xs[i], us[i])`` (up to floating-point reassociation in batched
-    kernels). With several local devices the seed axis is sharded across them (see
-    :func:`seed_sharding`), so ``S`` seeds on ``S`` GPUs cost about one fit.
+    def pad(a):
+        if a is None or a.shape[0] == padded:
+            return a
+        return jnp.concatenate([a, jnp.repeat(a[:1], padded - a.shape[0], 0)])
+
+    tree = jax.tree.map(pad, tree)
+    return tree if sharding is None else jax.device_put(tree, sharding)
+
+
+class _Program(NamedTuple):
+    """The jitted functions of one batch of runs."""
+
+    epoch: Callable
+    nll: Callable
+    logdet: Callable
+    init: Callable
+    split_keys: Callable
+    keep_best: Callable
+
+
+def _compile(graphdef, rest, optimizer, gradient, batch_size) -> _Program:
+    epoch = make_epoch_fn(graphdef, rest, optimizer, gradient=gradient, batch_size=batch_size)
+    logdet = lambda p: nnx.merge(graphdef, p, rest).log_abs_det_weights()  # noqa: E731
+
+    def keep_best(improved, params, best):
+        def select(new, old):
+            return jnp.where(improved.reshape(improved.shape + (1,) * (new.ndim - 2)), new, old)
+
+        return jax.tree.map(select, params, best)
+
+    both = lambda f: jax.vmap(jax.vmap(f))  # noqa: E731
+    return _Program(
+        jax.jit(_over_runs(epoch, 3), donate_argnums=(0, 1)),
+        jax.jit(_over_runs(make_nll_fn(graphdef, rest), 1)),
+        jax.jit(both(logdet)),
+        jax.jit(both(optimizer.init)),
+        jax.jit(both(lambda k: tuple(jax.random.split(k)))),
+        jax.jit(keep_best),
+    )
+
+
+def train_runs(
+    graphdef: nnx.GraphDef,
+    params,
+    rest: nnx.State,
+    data: RunData,
+    keys: jax.Array,
+    *,
+    optimizer: optax.GradientTransformation,
+    gradient: str | GradientMode = DEFAULT_GRADIENT,
+    settings: TrainSettings = TrainSettings(),
+    progress: Callable[[ProgressEvent], None] | None = None,
+    phase: str = "fit",
+    shard: bool | None = None,
+):
+    """Trains a ``(seeds, restarts)`` batch of runs; returns ``(best_params, results)``.
 
     Args:
-      keys: ``S`` PRNG keys (a list, or an array of keys with leading axis ``S``).
-      models: ``S`` :class:`ICAModel` s with the same structure (updated in place to their best
-        parameters).
-      xs: ``S`` observation arrays of the same shape ``(N, D)`` (a list or an ``(S, N, D)``
-        array).
-      us: ``None``, or ``S`` auxiliary arrays of the same shape.
-      gradient, optimizer, epochs, batch_size, validation_fraction, patience, min_delta,
-        eval_every, explode_nats: as in :func:`fit`, shared by all seeds.
-      callback: called as ``callback(seed_index, record)`` with each history record.
-      shard: shard the seed axis across local devices (``None``: when there are several devices
-        and several seeds).
+      graphdef, params, rest: as from ``nnx.split(model, nnx.Param, ...)``, the parameters with
+        leading axes ``(S, K)`` (seeds, restarts); structure and the rest are shared by all runs.
+      data: the seeds' splits (:func:`split_runs_data`), leading axis ``S``.
+      keys: shuffle keys, shape ``(S, K)``.
+      optimizer: any Optax transformation (wrapped for the mode inside).
+      gradient: the gradient mode (name or object).
+      settings: loop settings shared by all runs.
+      progress: called with a :class:`ProgressEvent` after every epoch.
+      phase: the phase name given to ``progress``.
+      shard: shard the seed axis over local devices (see :func:`seed_sharding`).
 
     Returns:
-      One :class:`FitResult` per seed. A seed that diverged has ``diverged`` set (a message) and
-      keeps its best parameters; the others are unaffected.
-
-    Raises:
-      ValueError: bad shapes, NaN/Inf in the data, models of different structure, bad settings.
+      The best parameters of every run (leading axes ``(S, K)``) and one :class:`FitResult`
+      per run, in row-major ``(seed, restart)`` order.
     """
-    check_gradient(gradient)
-    n_seeds = len(models)
-    if n_seeds == 0 or len(keys) != n_seeds or len(xs) != n_seeds:
-        raise ValueError("keys, models and xs must have the same non-zero length")
-    if us is not None and len(us) != n_seeds:
-        raise ValueError("us must have one entry per model")
-    if epochs < 1 or batch_size < 1 or eval_every < 1:
-        raise ValueError("epochs, batch_size and eval_every must be >= 1")
-    if not 0.0 <= validation_fraction < 1.0:
-        raise ValueError(f"validation_fraction={validation_fraction} must be in [0, 1)")
-    optimizer = optax.adam(1e-3) if optimizer is None else optimizer
+    settings.validate()
+    mode = get_gradient(gradient)
+    n_seeds, n_restarts = keys.shape[:2]
+    padded, sharding = seed_sharding(n_seeds, shard)
+    params, data, keys = _pad_seeds((params, data, keys), padded, sharding)
+    batch_size = min(settings.batch_size, data.x_train.shape[1])
+    program = _compile(graphdef, rest, optimizer, mode, batch_size)
+    n_runs = n_seeds * n_restarts
 
+    def host(a):  # (padded, K) device array -> (R,) float64
+        return np.asarray(a, np.float64)[:n_seeds].reshape(n_runs)
+
+    opt_state = program.init(params)
+    best_params = jax.tree.map(jnp.copy, params)
+    initial = host(program.nll(params, data.x_val, data.u_val))
+    stopping = Stopping(initial, settings, data.x_train.shape[-1], mode.name)
+    log = _History(n_runs, phase, settings.epochs, progress)
+    log.record(np.ones(n_runs, bool), 0, np.full(n_runs, np.nan), initial)
+    for epoch in range(1, settings.epochs + 1):
+        keys, step_keys = program.split_keys(keys)
+        params, opt_state, data_nll, finite = program.epoch(
+            params, opt_state, step_keys, data.x_train, data.u_train
+        )
+        stopping.after_epoch(epoch, host(finite).astype(bool))
+        val = None
+        if epoch % settings.eval_every == 0 or epoch == settings.epochs:
+            val = host(program.nll(params, data.x_val, data.u_val))
+            train = host(data_nll) - host(program.logdet(params))
+            improved = stopping.after_evaluation(epoch, val)
+            log.record(stopping.active, epoch, train, val)
+            stopping.apply_patience()
+            if improved.any():
+                mask = np.zeros((padded, n_restarts), bool)
+                mask[:n_seeds] = improved.reshape(n_seeds, n_restarts)
+                best_params = program.keep_best(jnp.asarray(mask), params, best_params)
+        log.tick(epoch, val)
+        if not stopping.active.any():
+            break
+    best_params = jax.tree.map(lambda a: a[:n_seeds], best_params)
+    return best_params, stopping.results(log.histories)
+
+
+class _History:
+    """Per-run history records and the ``progress`` events of one phase."""
+
+    def __init__(self, n_runs: int, phase: str, epochs: int, progress):
+        self.histories = [
+            {"epoch": [], "train_nll": [], "val_nll": [], "seconds": []} for _ in range(n_runs)
+        ]
+        self.phase, self.epochs, self.progress = phase, epochs, progress
+        self.start = time.perf_counter()
+
+    def record(self, runs: np.ndarray, epoch: int, train: np.ndarray, val: np.ndarray) -> None:
+        """Appends a record to the history of every run in the boolean mask ``runs``."""
+        seconds = time.perf_counter() - self.start
+        for i in np.flatnonzero(runs):
+            values = (epoch, float(train[i]), float(val[i]), seconds)
+            for name, value in zip(self.histories[i], values, strict=True):
+                self.histories[i][name].append(value)
+        if epoch == 0:
+            self.tick(0, val)
+
+    def tick(self, epoch: int, val: np.ndarray | None) -> None:
+        """Sends one :class:`ProgressEvent` (best finite validation NLL when evaluated)."""
+        if self.progress is None:
+            return
+        finite = None if val is None else val[np.isfinite(val)]
+        best = float(finite.min()) if finite is not None and finite.size else None
+        seconds = time.perf_counter() - self.start
+        self.progress(ProgressEvent(self.phase, epoch, self.epochs, seconds, best))
+
+
+def _check_models(models: Sequence[ICAModel]):
+    """Splits ``S`` models of one structure: ``(graphdef, params (S, 1, ...), rest)``."""
     graphdef, params0, rest = nnx.split(models[0], nnx.Param, ...)
-    per_seed_params = [params0]
+    per_seed = [params0]
     for model in models[1:]:
         other_graphdef, params, other_rest = nnx.split(model, nnx.Param, ...)
         same_rest = jax.tree.structure(other_rest) == jax.tree.structure(rest) and all(
@@ -329,141 +493,135 @@ def fit_seeds(
             for a, b in zip(jax.tree.leaves(other_rest), jax.tree.leaves(rest), strict=True)
         )
         if other_graphdef != graphdef or not same_rest:
-            raise ValueError("fit_seeds needs models of the same structure and settings")
-        per_seed_params.append(params)
+            raise ValueError("train_seeds needs models of the same structure and settings")
+        per_seed.append(params)
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves)[:, None], *per_seed)
+    return graphdef, stacked, rest
+
+
+def _checked_data(models, xs, us):
+    """Validates every seed's ``x`` (and ``u``) against the models; returns numpy lists."""
+    model = models[0]
+    if us is None and model.conditional:
+        raise ValueError("the model's prior is conditional: pass the auxiliary variable u")
+    checked = [
+        check_observations(x, None if us is None else us[i], where=f"seed {i}")
+        for i, x in enumerate(xs)
+    ]
+    shapes = {(c.x.shape, None if c.u is None else c.u.shape) for c in checked}
+    if len(shapes) > 1:
+        raise ValueError(f"all seeds' x (and u) must have the same shape, got {shapes}")
+    if checked[0].x.shape[1] != model.demixer.dim:
+        raise ValueError(
+            f"x has {checked[0].x.shape[1]} columns but the model expects dim={model.demixer.dim}"
+        )
+    return [c.x for c in checked], None if us is None else [c.u for c in checked]
+
+
+def train_seeds(
+    keys,
+    models: Sequence[ICAModel],
+    xs,
+    us=None,
+    *,
+    gradient: str | GradientMode = DEFAULT_GRADIENT,
+    optimizer: optax.GradientTransformation | None = None,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    shard: bool | None = None,
+    **settings,
+) -> list[FitResult]:
+    """Trains ``S`` modules at once (one vmapped program); each is updated to its best params.
+
+    Seed ``i`` gets what :func:`train` gives for ``(keys[i], models[i], xs[i], us[i])`` (up to
+    floating-point reassociation in batched kernels); the seed axis is sharded over local
+    devices (see :func:`seed_sharding`).
+
+    Args:
+      keys: ``S`` PRNG keys (validation split and shuffles).
+      models: ``S`` :class:`ICAModel` s of the same structure.
+      xs: ``S`` observation arrays of one shape ``(N, D)``.
+      us: ``None``, or ``S`` auxiliary arrays of one shape.
+      gradient: the gradient mode (name or object); default ``relative_coords``.
+      optimizer: any Optax transformation; default ``optax.adam(1e-3)``.
+      progress: called with a :class:`ProgressEvent` after every epoch.
+      shard: shard the seed axis over local devices (``None``: when there are several).
+      **settings: :class:`TrainSettings` fields (epochs, batch_size, validation_fraction,
+        patience, min_delta, eval_every, explode_nats).
+
+    Returns:
+      One :class:`FitResult` per seed; a diverged seed has ``diverged`` set.
+
+    Raises:
+      ValueError: bad shapes, NaN/Inf, models of different structure, bad settings.
+    """
+    settings = TrainSettings(**settings).validate()
+    mode = get_gradient(gradient)
+    if not models or len(keys) != len(models) or len(xs) != len(models):
+        raise ValueError("keys, models and xs must have the same non-zero length")
+    if us is not None and len(us) != len(models):
+        raise ValueError("us must have one entry per model")
+    graphdef, params, rest = _check_models(models)
+    xs, us = _checked_data(models, xs, us)
+    split_keys, shuffle_keys = zip(*(jax.random.split(k) for k in keys), strict=True)
     dtype = models[0].demixer.layers[0].kernel[...].dtype
-
-    splits, shapes = [], set()
-    for i in range(n_seeds):
-        x, u = _check_data(
-            xs[i], None if us is None else us[i], models[0].demixer.dim, models[0].conditional
-        )
-        shapes.add((x.shape, None if u is None else u.shape))
-        if len(shapes) > 1:
-            raise ValueError(f"all seeds' x (and u) must have the same shape, got {shapes}")
-        split_key, _ = jax.random.split(keys[i])
-        splits.append(_split_data(split_key, x, u, validation_fraction))
-    x_train, u_train, x_val, u_val = (
-        None if parts[0] is None else np.stack(parts) for parts in zip(*splits, strict=True)
+    data = split_runs_data(
+        split_keys, xs, us or [None] * len(xs), settings.validation_fraction, dtype
     )
-    epoch_keys = jnp.stack([jax.random.split(k)[1] for k in keys])
-
-    # Pad the seed axis to the device count (padding repeats seed 0 and is dropped at the end).
-    padded, sharding = seed_sharding(n_seeds, shard)
-
-    def pad(a):
-        return a if a is None else np.concatenate([a, np.repeat(a[:1], padded - n_seeds, 0)])
-
-    params = _stack(per_seed_params + per_seed_params[:1] * (padded - n_seeds))
-    x_train, x_val = (jnp.asarray(pad(a), dtype) for a in (x_train, x_val))
-    u_train, u_val = (None if a is None else jnp.asarray(pad(a)) for a in (u_train, u_val))
-    epoch_keys = jnp.concatenate([epoch_keys, jnp.repeat(epoch_keys[:1], padded - n_seeds, 0)])
-    if sharding is not None:
-        params, x_train, x_val, u_train, u_val, epoch_keys = jax.device_put(
-            (params, x_train, x_val, u_train, u_val, epoch_keys), sharding
-        )
-
-    epoch_fn = jax.jit(
-        jax.vmap(
-            make_epoch_fn(
-                graphdef,
-                rest,
-                optimizer,
-                gradient=gradient,
-                batch_size=min(batch_size, x_train.shape[1]),
-            )
-        ),
-        donate_argnums=(0, 1),
+    best, results = train_runs(
+        graphdef,
+        params,
+        rest,
+        data,
+        jnp.stack(shuffle_keys)[:, None],
+        optimizer=optax.adam(1e-3) if optimizer is None else optimizer,
+        gradient=mode,
+        settings=settings,
+        progress=progress,
+        shard=shard,
     )
-    nll_fn = jax.jit(jax.vmap(make_nll_fn(graphdef, rest)))
-    logdet_fn = jax.jit(jax.vmap(lambda p: nnx.merge(graphdef, p, rest).log_abs_det_weights()))
-    split_keys = jax.jit(jax.vmap(jax.random.split, out_axes=1))
-
-    @jax.jit
-    def keep_best(improved, params, best):
-        def select(new, old):
-            return jnp.where(improved.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
-
-        return jax.tree.map(select, params, best)
-
-    opt_state = jax.jit(jax.vmap(optimizer.init))(params)
-    histories = [{"epoch": [], "train_nll": [], "val_nll": [], "seconds": []} for _ in models]
-    start = time.perf_counter()
-
-    def record(i, epoch, train_nll, val_nll):
-        values = (epoch, train_nll, val_nll, time.perf_counter() - start)
-        for name, value in zip(histories[i], values, strict=True):
-            histories[i][name].append(value)
-        if callback is not None:
-            callback(i, {name: value[-1] for name, value in histories[i].items()})
-
-    best_params = jax.tree.map(jnp.copy, params)
-    best_val = np.asarray(nll_fn(params, x_val, u_val), np.float64)[:n_seeds]
-    if not np.all(np.isfinite(best_val)):
-        raise ValueError("the initial model gives a non-finite NLL on the data")
-    initial_val, dim = best_val.copy(), models[0].demixer.dim
-    for i in range(n_seeds):
-        record(i, 0, float("nan"), float(best_val[i]))
-    best_epoch = np.zeros(n_seeds, int)
-    since_best = np.zeros(n_seeds, int)
-    epochs_run = np.zeros(n_seeds, int)
-    active = np.ones(n_seeds, bool)
-    stop_reason = ["epochs"] * n_seeds
-    diverged: list[str | None] = [None] * n_seeds
-
-    def mark_diverged(i, epoch, what):
-        active[i] = False
-        diverged[i] = (
-            f"training diverged at epoch {epoch}: {what} (gradient={gradient}); "
-            f"kept the best parameters, from epoch {best_epoch[i]}"
-        )
-
-    for epoch in range(1, epochs + 1):
-        epoch_keys, step_keys = split_keys(epoch_keys)
-        params, opt_state, data_nll, finite = epoch_fn(
-            params, opt_state, step_keys, x_train, u_train
-        )
-        epochs_run[active] = epoch
-        finite = np.asarray(finite)[:n_seeds]
-        for i in np.flatnonzero(active & ~finite):
-            mark_diverged(i, epoch, "non-finite loss or parameters")
-        if epoch % eval_every == 0 or epoch == epochs:
-            val = np.asarray(nll_fn(params, x_val, u_val), np.float64)[:n_seeds]
-            train = np.asarray(data_nll, np.float64) - np.asarray(logdet_fn(params), np.float64)
-            train = train[:n_seeds]
-            for i in np.flatnonzero(active & ~np.isfinite(val)):
-                mark_diverged(i, epoch, "non-finite validation NLL (singular weights?)")
-            if explode_nats is not None:
-                limit = np.maximum(initial_val, best_val) + explode_nats * dim
-                for i in np.flatnonzero(active & (val > limit)):
-                    what = f"validation NLL exploded to {val[i]:.4g} (initial {initial_val[i]:.4g})"
-                    mark_diverged(i, epoch, what)
-            improved = active & (val < best_val - min_delta)
-            for i in np.flatnonzero(active):
-                record(i, epoch, float(train[i]), float(val[i]))
-            best_val = np.where(improved, val, best_val)
-            best_epoch[improved] = epoch
-            since_best = np.where(improved, 0, since_best + active)
-            if improved.any():
-                mask = np.concatenate([improved, np.zeros(padded - n_seeds, bool)])
-                best_params = keep_best(jnp.asarray(mask), params, best_params)
-            if patience is not None:
-                for i in np.flatnonzero(active & (since_best >= patience)):
-                    active[i], stop_reason[i] = False, "early_stopping"
-        if not active.any():
-            break
-
-    results = []
     for i, model in enumerate(models):
-        nnx.update(model, jax.tree.map(lambda leaf, i=i: leaf[i], best_params))
-        results.append(
-            FitResult(
-                histories[i],
-                int(best_epoch[i]),
-                float(best_val[i]),
-                int(epochs_run[i]),
-                "diverged" if diverged[i] else stop_reason[i],
-                diverged[i],
-            )
-        )
+        nnx.update(model, jax.tree.map(lambda leaf, i=i: leaf[i, 0], best))
     return results
+
+
+def train(
+    key: jax.Array,
+    model: ICAModel | nnx.Module,
+    x,
+    u=None,
+    *,
+    prior: str | nnx.Module | None = None,
+    **kwargs,
+) -> FitResult:
+    """Fits one module by maximum likelihood; it is updated in place to its best parameters.
+
+    Args:
+      key: PRNG key for the validation split and the per-epoch shuffles.
+      model: an :class:`ICAModel`, or a demixing network (then ``prior`` names its prior).
+      x: observations, shape ``(N, D)``.
+      u: auxiliary variable, ``(N,)`` integer labels or ``(N, d)`` floats, for a conditional
+        prior; ``None`` for the unconditional model.
+      prior: with a bare demixer, a prior name from ``nica.priors.PRIORS`` or a prior module
+        (default Laplace).
+      **kwargs: ``gradient``, ``optimizer``, ``progress`` and the :class:`TrainSettings`
+        fields, as in :func:`train_seeds`.
+
+    Returns:
+      A :class:`FitResult`.
+
+    Raises:
+      ValueError: bad shapes, NaN/Inf in the data, unknown names, bad settings.
+      TrainingDivergedError: non-finite loss or parameters; the best parameters are kept.
+    """
+    if not isinstance(model, ICAModel):
+        from nica.priors import make_prior
+
+        model = ICAModel(model, make_prior("laplace" if prior is None else prior))
+    elif prior is not None:
+        raise ValueError("pass prior only with a bare demixer; an ICAModel has its own prior")
+    (result,) = train_seeds([key], [model], [x], None if u is None else [u], shard=False, **kwargs)
+    if result.diverged is not None:
+        raise TrainingDivergedError(
+            result.diverged, epoch=result.epochs_run, history=result.history
+        )
+    return result

@@ -8,8 +8,9 @@ import pytest
 from flax import nnx
 
 from nica.conditional import ContinuousPrior
+from nica.gradients import GRADIENTS
 from nica.model import ICAModel
-from nica.network import GRADIENTS, RELATIVE_GRADIENTS, DemixingNetwork
+from nica.network import DemixingNetwork
 from nica.priors import PRIORS, make_prior
 from nica.relative import relative_dense, relative_gradient_reference, relative_log_abs_det
 from nica.training import make_epoch_fn
@@ -137,7 +138,7 @@ def test_only_the_relative_training_steps_are_free_of_decompositions(gradient):
     jaxpr = jax.make_jaxpr(epoch)(params, tx.init(params), jax.random.key(0), x, None)
     found = _primitives(jaxpr.jaxpr) & DECOMPOSITIONS
     assert "scan" in _primitives(jaxpr.jaxpr)  # the walker sees inside the epoch loop
-    if gradient in RELATIVE_GRADIENTS:
+    if GRADIENTS[gradient].relative:
         assert not found, f"{gradient} step uses {found}"
     else:
         assert "lu" in found
@@ -221,13 +222,33 @@ def test_adam_in_relative_coordinates_updates_w_multiplicatively(x64):
         assert _rel_err(new_w, w + u_w) > 1e-3
 
 
-def test_relative_coordinates_need_params_with_demixer_kernels():
+def test_relative_coordinates_need_params_with_square_kernels():
     from nica.relative import in_relative_coordinates
 
     tx = in_relative_coordinates(optax.sgd(0.1))
     grads = {"demixer": {"kernel": jnp.eye(2)}}
     with pytest.raises(ValueError, match="needs params"):
         tx.update(grads, tx.init(grads))
-    with pytest.raises(ValueError, match="no demixer kernels"):
-        other = {"net": {"kernel": jnp.eye(2)}}
-        tx.update(other, tx.init(other), other)
+    # A kernel found only by its name is not enough: square kernels are found by their type.
+    with pytest.raises(ValueError, match="no square kernels"):
+        tx.update(grads, tx.init(grads), grads)
+
+
+def test_relative_coordinates_map_back_only_square_kernels_whatever_their_path(x64):
+    """The mask comes from the variable type: a SquareKernel anywhere is mapped back, an
+    nnx.Param named 'kernel' (a conditioning MLP) is not."""
+    from nica.relative import SquareKernel, in_relative_coordinates
+
+    class Holder(nnx.Module):
+        def __init__(self):
+            self.anywhere = SquareKernel(jnp.array([[2.0, 1.0], [0.0, 1.0]]))
+            self.kernel = nnx.Param(jnp.array([[3.0, 0.0], [1.0, 1.0]]))
+
+    params = nnx.state(Holder(), nnx.Param)
+    tx = in_relative_coordinates(optax.sgd(1.0))
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(
+        updates["anywhere"][...], -params["anywhere"][...] @ jnp.ones((2, 2))
+    )
+    np.testing.assert_allclose(updates["kernel"][...], -jnp.ones((2, 2)))

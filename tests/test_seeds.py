@@ -1,4 +1,4 @@
-"""Seeds trained together (`fit_seeds`: vmap, sharded over devices) equal one-by-one fits."""
+"""Seeds trained together (`train_seeds`: vmap, sharded over devices) equal one-by-one fits."""
 
 import json
 import os
@@ -14,11 +14,12 @@ import optax
 import pytest
 from flax import nnx
 
+import nica
 from nica.conditional import SegmentPrior
-from nica.estimator import FitConfig, fit_arrays, fit_arrays_seeds
+from nica.estimator import FitConfig
 from nica.model import ICAModel
 from nica.network import DemixingNetwork
-from nica.training import fit, fit_seeds, seed_sharding
+from nica.training import seed_sharding, train, train_seeds
 
 N_SEGMENTS, DIM = 4, 3
 
@@ -48,7 +49,7 @@ def test_fit_seeds_equals_fit_seed_by_seed(x64):
     data = [_data(seed) for seed in seeds]
     optimizer = optax.adam(3e-2)
     together = [_model(seed, np.float64) for seed in seeds]
-    results = fit_seeds(
+    results = train_seeds(
         [jax.random.key(seed) for seed in seeds],
         together,
         [x for x, _ in data],
@@ -58,7 +59,7 @@ def test_fit_seeds_equals_fit_seed_by_seed(x64):
     )
     for seed, (x, u), model, result in zip(seeds, data, together, results, strict=True):
         alone = _model(seed, np.float64)
-        expected = fit(jax.random.key(seed), alone, x, u, optimizer=optimizer, **SETTINGS)
+        expected = train(jax.random.key(seed), alone, x, u, optimizer=optimizer, **SETTINGS)
         assert result.history["epoch"] == expected.history["epoch"]
         np.testing.assert_allclose(result.history["val_nll"], expected.history["val_nll"], 1e-10)
         assert (result.best_epoch, result.epochs_run, result.stop_reason) == (
@@ -78,28 +79,40 @@ def test_a_diverging_seed_does_not_affect_the_others(x64):
     keys = [jax.random.key(seed) for seed in range(3)]
     xs, us = [x for x, _ in data], [u for _, u in data]
     settings = dict(optimizer=optax.sgd(0.05), epochs=4, batch_size=64)
-    results = fit_seeds(keys, models, xs, us, **settings)
+    results = train_seeds(keys, models, xs, us, **settings)
     assert results[1].stop_reason == "diverged" and "diverged at epoch" in results[1].diverged
     assert all(np.all(np.isfinite(p)) for p in _params(models[1]))  # best parameters kept
     for i in (0, 2):
         alone = _model(i, np.float64)
-        expected = fit(keys[i], alone, xs[i], us[i], **settings)
+        expected = train(keys[i], alone, xs[i], us[i], **settings)
         assert results[i].diverged is None
         assert results[i].best_val_nll == pytest.approx(expected.best_val_nll, rel=1e-10)
 
 
-def test_fit_arrays_seeds_matches_fit_arrays():
-    config = FitConfig(epochs=3, depth=2, eval_every=1, batch_size=64)
+def test_fit_seeds_matches_fit_seed_by_seed():
+    """nica.fit_seeds (seeds x restarts vmapped, data broadcast over restarts) gives each seed
+    what nica.fit gives it alone."""
+    config = FitConfig(epochs=3, depth=2, eval_every=1, batch_size=64, restarts=3, restart_epochs=2)
     data = [_data(seed) for seed in (5, 6)]
-    configs = [FitConfig(**{**config.__dict__, "seed": seed}) for seed in (5, 6)]
-    together = fit_arrays_seeds(configs, [x for x, _ in data], [u for _, u in data])
-    for c, (x, u), fitted in zip(configs, data, together, strict=True):
-        alone = fit_arrays(c, x, u)
+    together = nica.fit_seeds(
+        [x for x, _ in data], [u for _, u in data], seeds=[5, 6], config=config
+    )
+    for seed, (x, u), fitted in zip((5, 6), data, together, strict=True):
+        alone = nica.fit(x, u, config=config, seed=seed)
+        assert fitted.config == alone.config and fitted.config.seed == seed
+        assert fitted.restarts["chosen"] == alone.restarts["chosen"]
+        assert fitted.restarts["val_nll"] == pytest.approx(alone.restarts["val_nll"], rel=1e-5)
         np.testing.assert_allclose(fitted.transform(x), alone.transform(x), rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="differ only in their seed"):
-        fit_arrays_seeds([configs[0], FitConfig(depth=3)], [data[0][0]] * 2, [data[0][1]] * 2)
+    assert together[0].restarts["val_nll"] != together[1].restarts["val_nll"]
     with pytest.raises(ValueError, match="same shape"):
-        fit_arrays_seeds(configs, [data[0][0], data[1][0][:-5]], [data[0][1], data[1][1][:-5]])
+        nica.fit_seeds(
+            [data[0][0], data[1][0][:-5]],
+            [data[0][1], data[1][1][:-5]],
+            seeds=[0, 1],
+            config=config,
+        )
+    with pytest.raises(ValueError, match="one x"):
+        nica.fit_seeds([data[0][0]], [data[0][1]], seeds=[0, 1], config=config)
 
 
 def test_one_device_means_no_sharding():
@@ -114,7 +127,7 @@ _MULTI_DEVICE = textwrap.dedent(
     import jax, numpy as np, optax
     sys.path.insert(0, sys.argv[1])
     import test_seeds as t
-    from nica.training import fit, fit_seeds, seed_sharding
+    from nica.training import seed_sharding, train, train_seeds
 
     jax.config.update("jax_enable_x64", True)
     assert len(jax.local_devices()) == 4, jax.local_devices()
@@ -123,12 +136,12 @@ _MULTI_DEVICE = textwrap.dedent(
     data = [t._data(seed) for seed in seeds]
     models = [t._model(seed, np.float64) for seed in seeds]
     opt = optax.adam(3e-2)
-    results = fit_seeds([jax.random.key(s) for s in seeds], models, [x for x, _ in data],
+    results = train_seeds([jax.random.key(s) for s in seeds], models, [x for x, _ in data],
                         [u for _, u in data], optimizer=opt, **t.SETTINGS)
     gaps = []
     for seed, (x, u), model, result in zip(seeds, data, models, results):
         alone = t._model(seed, np.float64)
-        expected = fit(jax.random.key(seed), alone, x, u, optimizer=opt, **t.SETTINGS)
+        expected = train(jax.random.key(seed), alone, x, u, optimizer=opt, **t.SETTINGS)
         gaps.append(max(float(np.max(np.abs(a - b)))
                         for a, b in zip(t._params(model), t._params(alone))))
         gaps.append(abs(result.best_val_nll - expected.best_val_nll))
@@ -170,7 +183,7 @@ def test_seeds_vmap_benchmark_smoke(tmp_path):
 def test_restarts_keep_the_initialisation_with_the_best_validation_nll():
     x, u = _data(7)
     config = FitConfig(epochs=2, depth=2, batch_size=64, restarts=4, restart_epochs=3)
-    fitted = fit_arrays(config, x, u)
+    fitted = nica.fit(x, u, config=config)
     val = fitted.restarts["val_nll"]
     assert len(val) == 4 and len(set(val)) == 4  # distinct initialisations
     assert fitted.restarts["chosen"] == int(np.argmin(val))

@@ -11,7 +11,7 @@ from nica.metrics import mean_correlation_coefficient
 from nica.model import ICAModel
 from nica.network import DemixingNetwork
 from nica.priors import make_prior
-from nica.training import TrainingDivergedError, fit
+from nica.training import TrainingDivergedError, train
 
 
 def _linear_ica_data(seed, n=6000, dim=4):
@@ -27,7 +27,7 @@ def _linear_ica_data(seed, n=6000, dim=4):
 def test_linear_ica_recovers_laplace_sources(key):
     s, x = _linear_ica_data(0)
     net = DemixingNetwork(4, 1, rngs=nnx.Rngs(0))
-    result = fit(key, net, x, prior="laplace", optimizer=optax.adam(1e-2), epochs=40)
+    result = train(key, net, x, prior="laplace", optimizer=optax.adam(1e-2), epochs=40)
     mcc = mean_correlation_coefficient(s, np.asarray(net(jnp.asarray(x, jnp.float32)))).mcc
     assert mcc >= 0.99
     assert result.history["val_nll"][-1] < result.history["val_nll"][0]
@@ -42,7 +42,7 @@ def _two_d_problem():
 
 def _fit_2d(gradient):
     net = DemixingNetwork(2, 2, activation_kwargs={"slope": 0.5}, rngs=nnx.Rngs(11))
-    result = fit(
+    result = train(
         jax.random.key(3),
         net,
         _two_d_problem(),
@@ -69,7 +69,7 @@ def test_training_is_deterministic_per_key(key):
 
     def run():
         net = DemixingNetwork(3, 2, rngs=nnx.Rngs(4))
-        fit(key, net, x, prior="logistic", epochs=3)
+        train(key, net, x, prior="logistic", epochs=3)
         return [np.asarray(p) for p in jax.tree.leaves(nnx.state(net, nnx.Param))]
 
     for a, b in zip(run(), run(), strict=True):
@@ -81,7 +81,7 @@ def test_divergence_is_detected_and_best_parameters_kept(key):
     net = DemixingNetwork(3, 2, rngs=nnx.Rngs(0))
     initial = [np.asarray(p) for p in jax.tree.leaves(nnx.state(net, nnx.Param))]
     with pytest.raises(TrainingDivergedError, match=r"diverged at epoch \d+") as info:
-        fit(key, net, x * 1e3, prior="gaussian", optimizer=optax.sgd(1e3), epochs=5)
+        train(key, net, x * 1e3, prior="gaussian", optimizer=optax.sgd(1e3), epochs=5)
     assert info.value.epoch >= 1
     kept = [np.asarray(p) for p in jax.tree.leaves(nnx.state(net, nnx.Param))]
     assert all(np.all(np.isfinite(p)) for p in kept)
@@ -95,7 +95,7 @@ def test_early_stopping_and_history(key):
     _, x = _linear_ica_data(3, n=2000, dim=2)
     net = DemixingNetwork(2, 1, rngs=nnx.Rngs(0))
     seen = []
-    result = fit(
+    result = train(
         key,
         net,
         x,
@@ -103,11 +103,14 @@ def test_early_stopping_and_history(key):
         optimizer=optax.adam(0.05),
         epochs=200,
         patience=3,
-        callback=seen.append,
+        progress=seen.append,
     )
     assert result.stop_reason == "early_stopping"
     assert result.epochs_run < 200
+    # eval_every=1: one history record and one progress event per epoch, plus epoch 0.
     assert len(seen) == len(result.history["epoch"]) == result.epochs_run + 1
+    assert [e.epoch for e in seen] == result.history["epoch"]
+    assert [e.val_nll for e in seen] == pytest.approx(result.history["val_nll"])
     assert result.best_val_nll == min(result.history["val_nll"])
 
 
@@ -115,8 +118,8 @@ BAD_INPUTS = {
     "nan": (lambda x: np.where(np.arange(x.size).reshape(x.shape) == 3, np.nan, x), None, "NaN"),
     "1-d": (lambda x: x[:, 0], None, "2-D"),
     "wrong-dim": (lambda x: x[:, :2], None, "expects dim=3"),
-    "empty": (lambda x: x[:0], None, "non-empty"),
-    "u-length": (lambda x: x, np.zeros(5, int), "u must have shape"),
+    "empty": (lambda x: x[:0], None, "empty"),
+    "u-length": (lambda x: x, np.zeros(5, int), "'u' must have shape"),
 }
 
 
@@ -125,20 +128,20 @@ def test_bad_input_gets_a_clear_error(case, key):
     transform, u, message = case
     x = np.random.default_rng(0).normal(size=(50, 3))
     with pytest.raises(ValueError, match=message):
-        fit(key, DemixingNetwork(3, 1, rngs=nnx.Rngs(0)), transform(x), u, epochs=1)
+        train(key, DemixingNetwork(3, 1, rngs=nnx.Rngs(0)), transform(x), u, epochs=1)
 
 
 def test_bad_settings_get_clear_errors(key):
     x = np.random.default_rng(0).normal(size=(50, 3))
     net = DemixingNetwork(3, 1, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="unknown gradient mode"):
-        fit(key, net, x, gradient="natural")
+        train(key, net, x, gradient="natural")
     with pytest.raises(ValueError, match="unknown prior 'cauchy'"):
-        fit(key, net, x, prior="cauchy")
+        train(key, net, x, prior="cauchy")
     with pytest.raises(ValueError, match="pass prior only with a bare demixer"):
-        fit(key, ICAModel(net, make_prior("laplace")), x, prior="laplace")
+        train(key, ICAModel(net, make_prior("laplace")), x, prior="laplace")
     with pytest.raises(ValueError, match="validation_fraction"):
-        fit(key, net, x, validation_fraction=1.5)
+        train(key, net, x, validation_fraction=1.5)
 
 
 def test_exploding_validation_nll_is_divergence(key):
@@ -146,10 +149,10 @@ def test_exploding_validation_nll_is_divergence(key):
     ascent = optax.sgd(-0.005)  # gradient *ascent*: the NLL climbs, finite for about 10 epochs
     net = DemixingNetwork(3, 2, rngs=nnx.Rngs(0))
     with pytest.raises(TrainingDivergedError, match="validation NLL exploded") as info:
-        fit(key, net, x, prior="laplace", optimizer=ascent, epochs=50, explode_nats=1.0)
+        train(key, net, x, prior="laplace", optimizer=ascent, epochs=50, explode_nats=1.0)
     history = info.value.history["val_nll"]
     assert max(history) <= history[0] + 3.0  # caught at the first evaluation past the limit
     # Without the check the same climb goes on while the values stay finite.
     net = DemixingNetwork(3, 2, rngs=nnx.Rngs(0))
-    result = fit(key, net, x, prior="laplace", optimizer=ascent, epochs=12, explode_nats=None)
+    result = train(key, net, x, prior="laplace", optimizer=ascent, epochs=12, explode_nats=None)
     assert result.best_epoch == 0 and result.history["val_nll"][-1] > history[0] + 3.0

@@ -1,0 +1,156 @@
+"""Gradient modes: how the square layers and ``log|det W|`` take part in the loss, as values.
+
+A mode is one frozen object. It says
+
+* how a dense layer ``z @ W + b`` is applied (:meth:`GradientMode.dense`; the relative modes use
+  a custom VJP that returns a relative gradient for ``(W, b)``),
+* how ``log|det W|`` enters the loss (:meth:`GradientMode.log_abs_det`),
+* how the whole network's log-determinant terms are formed (:meth:`GradientMode.terms`;
+  layer by layer for all but ``autodiff``),
+* how the optimizer is wrapped (:meth:`GradientMode.wrap_optimizer`, an Optax
+  ``GradientTransformation``; ``relative_coords`` maps the updates of the square kernels back
+  with ``W U``, selected by the mask :func:`nica.relative.square_kernel_mask`).
+
+The trainer always builds its step from ``mode.wrap_optimizer(optimizer)``, so a mode that needs
+a wrapped optimizer is never run without it. Adding a mode means adding a class and a registry
+entry here. Modes are registered in :data:`GRADIENTS`; :func:`get_gradient` turns a name (CLI,
+configs) into the object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from nica.relative import (
+    coordinate_dense,
+    coordinate_log_abs_det,
+    in_relative_coordinates,
+    relative_dense,
+    relative_log_abs_det,
+)
+
+if TYPE_CHECKING:
+    from nica.network import DemixingNetwork
+
+__all__ = [
+    "DEFAULT_GRADIENT",
+    "GRADIENTS",
+    "Autodiff",
+    "GradientMode",
+    "Ordinary",
+    "Relative",
+    "RelativeCoordinates",
+    "get_gradient",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientMode:
+    """Base mode: the ordinary gradient (autodiff through ``slogdet`` of each ``W``).
+
+    Attributes:
+      name: the registry name.
+      relative: whether the training step is free of slogdet, inverses and LU.
+    """
+
+    name: str = "ordinary"
+    relative: bool = False
+
+    def dense(self, z: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+        """``z @ kernel + bias``, shapes ``(batch, dim), (dim, dim), (dim,) -> (batch, dim)``."""
+        return z @ kernel + bias
+
+    def log_abs_det(self, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+        """``log|det W|`` as it enters the loss (a scalar)."""
+        del bias
+        return jnp.linalg.slogdet(kernel)[1]
+
+    def terms(
+        self, network: DemixingNetwork, x: jax.Array
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """``(s, logdet_activations, logdet_weights)``, shapes ``(batch, dim), (batch,), ()``."""
+        return network.layer_terms(x, self)
+
+    def wrap_optimizer(self, optimizer: optax.GradientTransformation):
+        """The optimizer this mode's gradients must be fed to."""
+        return optimizer
+
+
+@dataclasses.dataclass(frozen=True)
+class Ordinary(GradientMode):
+    """Ordinary gradient: ``W^{-T}`` from autodiff of slogdet (an LU per layer and step)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Relative(GradientMode):
+    """MATH.md's augmented relative gradient ``What What^T G``; the log-det carrier is zero."""
+
+    name: str = "relative"
+    relative: bool = True
+
+    def dense(self, z, kernel, bias):
+        return relative_dense(z, kernel, bias)
+
+    def log_abs_det(self, kernel, bias):
+        return relative_log_abs_det(kernel, bias)
+
+
+@dataclasses.dataclass(frozen=True)
+class RelativeCoordinates(GradientMode):
+    """The optimizer runs on ``E`` of ``W (I + E)``: gradients ``W^T G_W``, updates ``W U``.
+
+    Biases and prior parameters keep ordinary gradients. With plain SGD this is the relative
+    gradient step of MATH.md; with Adam the elementwise scaling acts on the equivariant ``E``.
+    """
+
+    name: str = "relative_coords"
+    relative: bool = True
+
+    def dense(self, z, kernel, bias):
+        return coordinate_dense(z, kernel, bias)
+
+    def log_abs_det(self, kernel, bias):
+        del bias
+        return coordinate_log_abs_det(kernel)
+
+    def wrap_optimizer(self, optimizer):
+        return in_relative_coordinates(optimizer)
+
+
+@dataclasses.dataclass(frozen=True)
+class Autodiff(GradientMode):
+    """The whole ``log|det J_g|`` from ``slogdet(jacfwd(g))`` per sample (small D only)."""
+
+    name: str = "autodiff"
+
+    def terms(self, network, x):
+        ordinary = GRADIENTS["ordinary"]
+        s = network.layer_terms(x, ordinary)[0]
+        single = lambda xi: network.layer_terms(xi[None], ordinary)[0][0]  # noqa: E731
+        jac = jax.vmap(jax.jacfwd(single))(x)
+        return s, jnp.linalg.slogdet(jac)[1], jnp.zeros((), x.dtype)
+
+
+#: Registered modes by name; the first is the default of every trainer and of ``FitConfig``.
+GRADIENTS: dict[str, GradientMode] = {
+    mode.name: mode for mode in (RelativeCoordinates(), Relative(), Ordinary(), Autodiff())
+}
+DEFAULT_GRADIENT = "relative_coords"
+
+
+def get_gradient(mode: str | GradientMode) -> GradientMode:
+    """The mode object for a registry name (a mode object is returned unchanged).
+
+    Raises:
+      ValueError: one line naming the unknown mode and the known ones.
+    """
+    if isinstance(mode, GradientMode):
+        return mode
+    if mode not in GRADIENTS:
+        raise ValueError(f"unknown gradient mode {mode!r}; known: {', '.join(GRADIENTS)}")
+    return GRADIENTS[mode]
