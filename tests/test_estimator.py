@@ -1,0 +1,149 @@
+"""The public estimator: nica.fit / FittedModel / nica.load, and the README's library snippet."""
+
+import re
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import nica
+from nica import estimator
+from nica.cli import main
+from synthetic import make_preset
+
+SMALL = dict(epochs=2, restarts=2, restart_epochs=1, eval_every=1, depth=2)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_preset("tiny", 0)
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    return nica.fit(data.x, data.u, **SMALL)
+
+
+def test_one_set_of_defaults():
+    """nica.fit, nica.fit_seeds and the CLI share FitConfig's defaults."""
+    import inspect
+
+    for function in (nica.fit, nica.fit_seeds):
+        assert inspect.signature(function).parameters["config"].default is None
+    assert nica.FitConfig().gradient == "relative_coords"
+    with pytest.raises(ValueError, match="unknown FitConfig setting"):
+        nica.fit(np.zeros((10, 2)), learning_rte=0.1)
+    with pytest.raises(ValueError, match="unknown gradient mode 'natural'"):
+        nica.fit(np.zeros((10, 2)), gradient="natural")
+
+
+def test_transform_and_log_likelihood_compile_once_per_shape(fitted, data):
+    fitted.transform(data.x)
+    fitted.log_likelihood(data.x, data.u)
+    sizes = (estimator._demix._cache_size(), estimator._log_likelihood._cache_size())
+    for _ in range(3):
+        fitted.transform(data.x)
+        fitted.log_likelihood(data.x, data.u)
+    assert (estimator._demix._cache_size(), estimator._log_likelihood._cache_size()) == sizes
+    fitted.transform(data.x[:7])  # a new shape compiles once more
+    assert estimator._demix._cache_size() == sizes[0] + 1
+
+
+def test_inverse_round_trip_in_original_units(fitted, data):
+    s_hat = fitted.transform(data.x)
+    np.testing.assert_allclose(fitted.inverse(s_hat), data.x, rtol=1e-3, atol=1e-3)
+
+
+def test_log_likelihood_is_the_change_of_variables_sum_in_original_units(fitted, data, x64):
+    """log p(x|u) = log p(s|u) + log|det J_g(z)| - sum log scale, with J by autodiff."""
+    x, u = data.x[:5], data.u[:5]
+    model = fitted.model
+    z = jnp.asarray(fitted.standardisation.apply(x), jnp.float32)
+    g = lambda zi: model.demixer(zi[None])[0]  # noqa: E731
+    logdet = jnp.linalg.slogdet(jax.vmap(jax.jacfwd(g))(z))[1]
+    expected = model.prior.log_prob(model.demixer(z), jnp.asarray(u)).sum(-1) + logdet
+    expected = np.asarray(expected) - np.log(fitted.scale).sum()
+    np.testing.assert_allclose(fitted.log_likelihood(x, u), expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="exactly when the model is conditional"):
+        fitted.log_likelihood(x)
+
+
+def test_save_and_load_round_trip(fitted, data, tmp_path):
+    fitted.save(tmp_path / "ckpt")
+    loaded = nica.load(tmp_path / "ckpt")
+    assert loaded.config == fitted.config and loaded.aux == fitted.aux
+    np.testing.assert_array_equal(loaded.transform(data.x), fitted.transform(data.x))
+    np.testing.assert_array_equal(
+        loaded.log_likelihood(data.x, data.u), fitted.log_likelihood(data.x, data.u)
+    )
+    with pytest.raises(ValueError, match="not a nica checkpoint"):
+        nica.load(tmp_path)
+
+
+def test_bad_inputs_to_a_fitted_model(fitted):
+    with pytest.raises(ValueError, match=r"shape \(N, 2\)"):
+        fitted.transform(np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        fitted.transform(np.full((4, 2), np.nan))
+
+
+def test_restart_phase_inits_every_run_in_one_call_and_keeps_the_best(data):
+    fitted = nica.fit(data.x, data.u, **{**SMALL, "restarts": 4})
+    val = fitted.restarts["val_nll"]
+    assert len(set(val)) == 4 and fitted.restarts["chosen"] == int(np.argmin(val))
+    assert fitted.result.history["val_nll"][0] == pytest.approx(min(val), rel=1e-5)
+
+
+def test_fit_equals_the_low_level_trainer_without_restarts(data):
+    """nica.fit(restarts=1) is nica.train on build_model's module, standardised data, the same
+    keys and make_optimizer: the estimator adds no hidden behaviour."""
+    config = nica.FitConfig(**{**SMALL, "restarts": 1})
+    fitted = nica.fit(data.x, data.u, config=config)
+    z = (data.x - data.x.mean(0)) / data.x.std(0)
+    init_keys = estimator._seed_keys(config.seed, 1)[2]
+    model = nica.build_model(config, 2, fitted.aux, key=init_keys[0])
+    data_key = jax.random.split(jax.random.key(config.seed))[0]
+    result = nica.train(
+        data_key,
+        model,
+        z.astype(np.float32),
+        data.u,
+        optimizer=estimator.make_optimizer(config, z.shape[0]),
+        **config.settings(config.epochs).__dict__,
+    )
+    assert result.best_val_nll == pytest.approx(fitted.result.best_val_nll, rel=1e-5)
+    for a, b in zip(
+        jax.tree.leaves(nnx.state(model, nnx.Param)),
+        jax.tree.leaves(nnx.state(fitted.model, nnx.Param)),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _readme_library_snippet() -> str:
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## Library") :]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_library_snippet_gives_what_nica_fit_gives(tmp_path, monkeypatch, data):
+    """The README's library section calls nica.fit with the CLI's defaults: with the same
+    (small) overrides on both sides, it recovers exactly the sources `nica fit` recovers."""
+    snippet = _readme_library_snippet()
+    assert "nica.fit(x, u)" in snippet
+    data.save(tmp_path / "data.npz")
+    out = tmp_path / "fit"
+    argv = ["fit", "--data", str(tmp_path / "data.npz"), "--out", str(out), "--quiet"]
+    argv += ["--epochs", "2", "--restarts", "2", "--depth", "2"]
+    assert main(argv) == 0
+    cli = np.load(out / "recovered.npz")["s_hat"]
+    real_fit = nica.fit
+    monkeypatch.setattr(nica, "fit", lambda *a, **k: real_fit(*a, epochs=2, restarts=2, depth=2))
+    monkeypatch.chdir(tmp_path)  # the snippet saves its fit
+    scope = {"x": data.x, "u": data.u, "s": data.s}
+    exec(snippet, scope)
+    np.testing.assert_array_equal(scope["s_hat"].astype(np.float32), cli)
+    assert scope["mcc"] == pytest.approx(nica.metrics.mean_correlation_coefficient(data.s, cli).mcc)
