@@ -1,32 +1,52 @@
-"""The ``nica`` command: thin parsing and file writing around :mod:`nica.estimator`.
+"""The ``nica`` command: thin parsing, checks and file writing around the public estimator API.
 
     nica fit --data FILE.npz --out DIR [--seed N] [--epochs E] [--depth L] [--prior NAME]
-             [--unconditional] [--gradient relative|relative_coords|ordinary]
+             [--gradient MODE] [--restarts K] [--batch-size B] [--learning-rate LR]
+             [--unconditional] [--force] [--quiet]
     nica transform --checkpoint DIR --data FILE.npz --out FILE.npz
-    nica run [CONFIG] [--out DIR] [--force]
+    nica run [CONFIG] [--out DIR] [--force] [--smoke] [--seeds S ...] [--sequential] [--quiet]
+    nica --version
 
-Bad input ends with exit status 2 and one line on stderr, ``nica: error: ...``; a diverged fit
-with status 3.
+Every default is ``nica.FitConfig``'s. Progress bars (``nica.progress``) go to stderr on a
+terminal; ``nica run`` prints its report on stdout. Bad input ends with exit status 2 and one
+line on stderr, ``nica: error: ...``; a diverged fit with status 3; Ctrl-C with status 130 and
+one line saying what was kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
+import os
+import shutil
 import sys
+import textwrap
 import time
 from pathlib import Path
 
 import numpy as np
 
-from nica.estimator import FitConfig, FittedModel, check_labels, fit_arrays
+import nica
+from nica.conditional import CONDITIONAL_FAMILIES
+from nica.data import check_labels, load_observations
+from nica.experiment import EXPERIMENTS, default_out
 from nica.metrics import mean_correlation_coefficient
-from nica.network import GRADIENTS
-from nica.observations import load_observations
+from nica.priors import PRIORS
+from nica.progress import fit_progress, progress_enabled, run_progress
 from nica.storage import save_npz, write_json
-from nica.training import TrainingDivergedError
 
-__all__ = ["main"]
+__all__ = ["FIT_OUTPUTS", "main"]
+
+#: What ``nica fit`` writes into ``--out``; ``--force`` removes these (and nothing else) first.
+FIT_OUTPUTS = (
+    "config.json",
+    "metrics.json",
+    "recovered.npz",
+    "checkpoint",
+    "scatter.png",
+    "training_curve.png",
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,16 +56,39 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"nica: error: {message}\n")
 
 
-def _progress(total_epochs: int):
-    def show(record: dict) -> None:
-        print(
-            f"  epoch {record['epoch']:>5}/{total_epochs}  train NLL {record['train_nll']:9.4f}"
-            f"  val NLL {record['val_nll']:9.4f}  ({record['seconds']:.1f} s)",
-            file=sys.stderr,
-            flush=True,
-        )
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's line breaks; adds ``(default: X)`` to every option taking a value."""
 
-    return show
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.nargs != 0 and action.default not in (None, argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Discard:
+    """A text stream that drops what is written (``nica run --quiet``)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+class _Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with the one line that says what was kept."""
+
+
+def _status(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("nica")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def source_metrics(s: np.ndarray, s_hat: np.ndarray) -> dict:
@@ -59,7 +102,7 @@ def source_metrics(s: np.ndarray, s_hat: np.ndarray) -> dict:
     return out
 
 
-def write_fit_outputs(out: Path, fitted: FittedModel, data, s_hat, extra: dict) -> dict:
+def write_fit_outputs(out: Path, fitted, data, s_hat, extra: dict) -> dict:
     """Writes metrics.json, recovered.npz, the checkpoint and figures; returns the metrics."""
     from nica.plots import plot_matched_scatter, plot_training_curves
 
@@ -91,122 +134,326 @@ def write_fit_outputs(out: Path, fitted: FittedModel, data, s_hat, extra: dict) 
     return metrics
 
 
-def _fit(args) -> int:
-    data = load_observations(args.data)
-    conditional = data.u is not None and not args.unconditional
-    config = FitConfig(
-        seed=args.seed,
-        epochs=args.epochs,
-        depth=args.depth,
-        prior=args.prior,
-        conditional=conditional,
-        gradient=args.gradient,
-        restarts=args.restarts,
-    ).validate()
-    if conditional and data.u.ndim == 1:
-        check_labels(data.u)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model_name = "conditional (Eq. 4)" if conditional else "unconditional (Eq. 3)"
-    n, d = data.x.shape
+def _earlier_fit(out: Path) -> list[str]:
+    return [name for name in FIT_OUTPUTS if (out / name).exists() or (out / name).is_symlink()]
+
+
+def prepare_fit_out(out: Path, *, force: bool) -> bool:
+    """Creates ``out`` and test-writes a file there, before any training.
+
+    Returns:
+      Whether ``out`` was created (so a failed fit can remove it again).
+
+    Raises:
+      ValueError: one line, when ``out`` cannot be created or written, or when it holds the
+        outputs of an earlier fit and ``force`` is not set.
+    """
+    created = not out.is_dir()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".nica-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+    earlier = _earlier_fit(out)
+    if earlier and not force:
+        raise ValueError(
+            f"--out {out} holds an earlier fit ({', '.join(earlier)}); "
+            "pass --force to replace it, or choose another folder"
+        )
+    return created
+
+
+def remove_fit_outputs(out: Path) -> None:
+    """Removes an earlier fit's :data:`FIT_OUTPUTS` from ``out`` (other files stay)."""
+    for name in _earlier_fit(out):
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _fit_config(args, conditional: bool):
+    """The ``FitConfig`` of the parsed options: every option named like a field sets it."""
+    names = {f.name for f in dataclasses.fields(nica.FitConfig)}
+    fields = {name: value for name, value in vars(args).items() if name in names}
+    return nica.FitConfig(**fields, conditional=conditional).validate()
+
+
+def _plan(config) -> str:
     plan = f"{config.epochs} epochs"
     if config.restarts > 1:
         plan = (
             f"best of {config.restarts} initialisations after {config.resolved_restart_epochs}"
             f" epochs each, then {plan}"
         )
-    print(f"nica fit: {model_name}, N={n}, D={d}, {plan}", file=sys.stderr)
+    return plan
+
+
+def _fit(args) -> int:
+    data = load_observations(args.data)
+    conditional = data.u is not None and not args.unconditional
+    config = _fit_config(args, conditional)
+    if conditional and data.u.ndim == 1:
+        check_labels(data.u)
+    out = Path(args.out)
+    created = prepare_fit_out(out, force=args.force)
+    model = "conditional" if conditional else "unconditional"
+    n, d = data.x.shape
+    _status(
+        f"nica fit: {model} model (Eq. {4 if conditional else 3}), N={n}, D={d}, {_plan(config)}"
+    )
     start = time.perf_counter()
-    fitted = fit_arrays(config, data.x, data.u, callback=_progress(config.epochs))
+    try:
+        with fit_progress(progress_enabled(args.quiet)) as progress:
+            fitted = nica.fit(
+                data.x, data.u if conditional else None, config=config, progress=progress
+            )
+    except BaseException as err:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        if isinstance(err, KeyboardInterrupt):
+            raise _Interrupted(f"the fit was stopped; nothing was written to {out}") from None
+        raise
     wall = time.perf_counter() - start
     resolved = {
-        **dataclasses.asdict(config),
+        **config.to_dict(),
         "prior": config.prior_family,
-        "data": str(args.data),
+        "restart_epochs": config.resolved_restart_epochs,
+        "data": str(Path(args.data).resolve()),
         "n_samples": n,
         "dim": d,
         "aux": fitted.aux,
-        "model": "conditional" if conditional else "unconditional",
+        "model": model,
+        "nica_version": _version(),
     }
-    write_json(out / "config.json", resolved)
-    metrics = write_fit_outputs(out, fitted, data, fitted.transform(data.x), {"wall_s": wall})
+    try:
+        remove_fit_outputs(out)
+        write_json(out / "config.json", resolved)
+        metrics = write_fit_outputs(out, fitted, data, fitted.transform(data.x), {"wall_s": wall})
+    except KeyboardInterrupt:
+        raise _Interrupted(
+            f"the outputs in {out} are incomplete; run again with --force to replace them"
+        ) from None
     summary = f"val NLL {metrics['val_nll']:.4f}"
     if "mcc_pearson" in metrics:
         summary += f", MCC {metrics['mcc_pearson']:.4f} (Spearman {metrics['mcc_spearman']:.4f})"
-    print(f"nica fit: done in {wall:.1f} s, {summary}; wrote {out}", file=sys.stderr)
+    _status(f"nica fit: done in {wall:.1f} s, {summary}; wrote {out}")
     return 0
 
 
 def _transform(args) -> int:
-    fitted = FittedModel.load(args.checkpoint)
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give the path of the .npz file to write")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out {out}: folder {out.parent} does not exist")
+    fitted = nica.load(args.checkpoint)
     data = load_observations(args.data)
-    save_npz(args.out, s_hat=fitted.transform(data.x).astype(np.float32))
-    print(f"nica transform: wrote {args.out}", file=sys.stderr)
+    save_npz(out, s_hat=fitted.transform(data.x).astype(np.float32))
+    _status(f"nica transform: wrote {out}")
     return 0
 
 
 def _run(args) -> int:
     from nica.experiment import run_experiment
 
-    run_experiment(
-        args.config,
-        out=args.out,
-        force=args.force,
-        smoke=args.smoke,
-        vmap=not args.sequential,
-        seeds=args.seeds,
-    )
+    if args.config not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {args.config!r}; known: {', '.join(EXPERIMENTS)}")
+    out = Path(args.out) if args.out else default_out(args.config, smoke=args.smoke)
+    _status(f"nica run {args.config}: results in {out}")
+    start = time.perf_counter()
+    try:
+        with run_progress(progress_enabled(args.quiet)) as (progress, on_cell, log):
+            rows = run_experiment(
+                args.config,
+                out=args.out,
+                force=args.force,
+                smoke=args.smoke,
+                vmap=not args.sequential,
+                seeds=args.seeds,
+                progress=progress,
+                on_cell=on_cell,
+                log=_Discard() if args.quiet else log,
+            )
+    except KeyboardInterrupt:
+        raise _Interrupted(
+            f"the finished cells in {out / 'cells'} are kept; run the same command to resume"
+        ) from None
+    wall = time.perf_counter() - start
+    if any(row.get("pending") for row in rows):
+        _status(f"nica run {args.config}: cells still running elsewhere; no report yet")
+        return 0
+    print((out / "report.md").read_text(), end="", flush=True)  # the report, on stdout
+    _status(f"nica run {args.config}: done in {wall:.1f} s; wrote {out}")
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="nica", description="Exact maximum-likelihood nonlinear ICA.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    defaults = FitConfig()
-
-    fit_cmd = commands.add_parser("fit", help="fit a demixer to an .npz file")
-    fit_cmd.add_argument("--data", required=True, help=".npz with x (N,D), optional u and s")
-    fit_cmd.add_argument("--out", required=True, help="output directory")
-    fit_cmd.add_argument("--seed", type=int, default=defaults.seed)
-    fit_cmd.add_argument("--epochs", type=int, default=defaults.epochs)
-    fit_cmd.add_argument("--depth", type=int, default=defaults.depth)
-    fit_cmd.add_argument("--prior", default=defaults.prior, help="auto, gaussian, laplace, ...")
-    fit_cmd.add_argument("--unconditional", action="store_true", help="ignore u (Eq. 3)")
-    fit_cmd.add_argument(
-        "--gradient", choices=[g for g in GRADIENTS if g != "autodiff"], default=defaults.gradient
+def _add_fit_parser(commands) -> None:
+    defaults = nica.FitConfig()
+    auto = dataclasses.replace(defaults, prior="auto").prior_family
+    relative = [name for name, mode in nica.GRADIENTS.items() if mode.relative]
+    gradients = [name for name in nica.GRADIENTS if name != "autodiff"]
+    cmd = commands.add_parser(
+        "fit",
+        help="fit a demixer to an .npz file",
+        description=textwrap.fill(
+            "Fits the conditional model (Eq. 4) when the file has u, else Eq. 3. Writes "
+            "config.json, metrics.json, recovered.npz, checkpoint/, training_curve.png and, "
+            "when the file has the true sources s, scatter.png.",
+            width=80,
+        ),
+        formatter_class=_HelpFormatter,
     )
-    fit_cmd.add_argument(
+    cmd.add_argument(
+        "--data", required=True, metavar="FILE", help=".npz with x (N,D), optional u and s"
+    )
+    cmd.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output folder (created; checked before the fit)",
+    )
+    cmd.add_argument(
+        "--seed",
+        metavar="N",
+        type=int,
+        default=defaults.seed,
+        help="PRNG seed of initialisation, validation split and shuffling",
+    )
+    cmd.add_argument(
+        "--epochs",
+        metavar="E",
+        type=int,
+        default=defaults.epochs,
+        help="passes over the data in the main fit",
+    )
+    cmd.add_argument(
+        "--depth",
+        metavar="L",
+        type=int,
+        default=defaults.depth,
+        help="number of square layers of the demixer",
+    )
+    cmd.add_argument(
+        "--prior",
+        metavar="NAME",
+        default=defaults.prior,
+        help=f"component density; the conditional model (u given) takes auto, "
+        f"{', '.join(CONDITIONAL_FAMILIES)}; the unconditional one (no u, or --unconditional) "
+        f"takes auto, {', '.join(PRIORS)}; auto = {auto}",
+    )
+    cmd.add_argument(
+        "--gradient",
+        metavar="MODE",
+        choices=gradients,
+        default=defaults.gradient,
+        help=f"training rule of the square layers, one of {', '.join(gradients)}; the "
+        f"relative-gradient modes ({', '.join(relative)}) need no slogdet or inverse in a step",
+    )
+    cmd.add_argument(
         "--restarts",
+        metavar="K",
         type=int,
         default=defaults.restarts,
-        help="initialisations tried (trained together), best validation NLL kept; 1 = none",
+        help="initialisations trained together for a third of --epochs; the one with the best "
+        "validation NLL is kept; 1 = none",
     )
-    fit_cmd.set_defaults(handler=_fit)
+    cmd.add_argument(
+        "--batch-size", metavar="B", type=int, default=defaults.batch_size, help="minibatch size"
+    )
+    cmd.add_argument(
+        "--learning-rate",
+        metavar="LR",
+        type=float,
+        default=defaults.learning_rate,
+        help="peak Adam learning rate, cosine-decayed to 0 over the epochs",
+    )
+    cmd.add_argument("--unconditional", action="store_true", help="ignore u: fit Eq. 3")
+    cmd.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the outputs of an earlier fit in --out (refused without it)",
+    )
+    cmd.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars, only a line at start and end (also when stderr is not a terminal)",
+    )
+    cmd.set_defaults(handler=_fit)
 
-    transform_cmd = commands.add_parser("transform", help="demix new data with a checkpoint")
-    transform_cmd.add_argument("--checkpoint", required=True, help="DIR/checkpoint of a fit")
-    transform_cmd.add_argument("--data", required=True, help=".npz with x (N,D)")
-    transform_cmd.add_argument("--out", required=True, help="output .npz (key s_hat)")
-    transform_cmd.set_defaults(handler=_transform)
 
-    run_cmd = commands.add_parser("run", help="run an identifiability experiment")
-    run_cmd.add_argument("config", nargs="?", default="demo", help="experiment config name")
-    run_cmd.add_argument("--out", default=None, help="results directory")
-    run_cmd.add_argument("--force", action="store_true", help="recompute finished cells")
-    run_cmd.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
-    run_cmd.add_argument(
+def _add_run_parser(commands) -> None:
+    configs = "\n".join(
+        textwrap.fill(
+            config.description,
+            width=96,
+            initial_indent=f"  {name:<10} ",
+            subsequent_indent=" " * 13,
+        )
+        for name, config in EXPERIMENTS.items()
+    )
+    cmd = commands.add_parser(
+        "run",
+        help="run an identifiability experiment",
+        description=textwrap.fill(
+            "Runs (or resumes) an experiment: every finished cell is kept in OUT/cells, so an "
+            "interrupted run resumes where it stopped. Writes report.md, tables and figures "
+            "to OUT and prints the report on stdout.",
+            width=80,
+        ),
+        epilog=f"configs:\n{configs}",
+        formatter_class=_HelpFormatter,
+    )
+    cmd.add_argument(
+        "config", nargs="?", default="demo", metavar="CONFIG", help="experiment config, see below"
+    )
+    cmd.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help=f"results folder (default: {default_out('CONFIG')}, or "
+        f"{default_out('CONFIG', smoke=True)} with --smoke: git-ignored; the committed "
+        "reports are made with --out results/CONFIG)",
+    )
+    cmd.add_argument("--force", action="store_true", help="recompute finished cells")
+    cmd.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
+    cmd.add_argument(
         "--seeds",
         type=int,
         nargs="+",
         default=None,
+        metavar="S",
         help="run only these seeds (e.g. one share per host); default: the config's seeds",
     )
-    run_cmd.add_argument(
+    cmd.add_argument(
         "--sequential",
         action="store_true",
         help="fit seeds one after another (default: together, vmapped over devices)",
     )
-    run_cmd.set_defaults(handler=_run)
+    cmd.add_argument(
+        "--quiet",
+        action="store_true",
+        help="only a line at start and end (without a terminal: no bars, a line per cell)",
+    )
+    cmd.set_defaults(handler=_run)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nica", description="Exact maximum-likelihood nonlinear ICA.")
+    parser.add_argument("--version", action="version", version=f"nica {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_fit_parser(commands)
+    transform_cmd = commands.add_parser(
+        "transform", help="demix new data with a checkpoint", formatter_class=_HelpFormatter
+    )
+    transform_cmd.add_argument("--checkpoint", required=True, help="DIR/checkpoint of a fit")
+    transform_cmd.add_argument("--data", required=True, help=".npz with x (N,D)")
+    transform_cmd.add_argument("--out", required=True, help="output .npz file (key s_hat)")
+    transform_cmd.set_defaults(handler=_transform)
+    _add_run_parser(commands)
     return parser
 
 
@@ -215,11 +462,17 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.handler(args)
-    except TrainingDivergedError as err:
-        print(f"nica: error: {err}", file=sys.stderr)
+    except _Interrupted as err:
+        _status(f"nica: interrupted: {err}")
+        return 130
+    except KeyboardInterrupt:
+        _status("nica: interrupted")
+        return 130
+    except nica.TrainingDivergedError as err:
+        _status(f"nica: error: {err}")
         return 3
     except (ValueError, OSError) as err:
-        print(f"nica: error: {err}", file=sys.stderr)
+        _status(f"nica: error: {err}")
         return 2
 
 
