@@ -374,6 +374,11 @@ def _best_restarts(params, best_val: jax.Array):
     return jax.tree.map(take, params), chosen
 
 
+def _optimizer_key(config: FitConfig, n_samples: int, epochs: int) -> tuple:
+    """What determines :func:`make_optimizer`'s result: compiled programs are shared by it."""
+    return (dataclasses.replace(config, seed=0), n_samples, epochs)
+
+
 def _choose_restarts(config, model_parts, data, n_samples, shuffle_keys, progress, shard):
     """Short fits of every seed's ``K`` initialisations; the best one per seed goes on."""
     n_seeds, n_restarts = shuffle_keys.shape[0], config.restarts
@@ -388,6 +393,7 @@ def _choose_restarts(config, model_parts, data, n_samples, shuffle_keys, progres
         progress=progress,
         phase="restarts",
         shard=shard,
+        cache_key=_optimizer_key(config, n_samples, epochs),
     )
     val = np.array([r.best_val_nll if r.diverged is None else np.inf for r in results])
     params, chosen = _best_restarts(best, jnp.asarray(val.reshape(n_seeds, n_restarts)))
@@ -467,6 +473,7 @@ def fit_seeds(
         settings=config.settings(config.epochs, config.patience),
         progress=progress,
         shard=shard,
+        cache_key=_optimizer_key(config, n_samples, config.epochs),
     )
     return [
         FittedModel(

@@ -378,6 +378,22 @@ def _compile(graphdef, rest, optimizer, gradient, batch_size) -> _Program:
     )
 
 
+_PROGRAMS: dict = {}  # cache_key -> _Program (a few, oldest dropped first)
+
+
+def _program(graphdef, rest, optimizer, mode, batch_size, cache_key) -> _Program:
+    """The compiled program, reused across calls that pass the same ``cache_key`` (the caller
+    vouches that it determines the optimizer); models with non-parameter arrays never share."""
+    if cache_key is None or jax.tree.leaves(rest):
+        return _compile(graphdef, rest, optimizer, mode, batch_size)
+    key = (cache_key, graphdef, mode, batch_size)
+    if key not in _PROGRAMS:
+        while len(_PROGRAMS) >= 8:
+            _PROGRAMS.pop(next(iter(_PROGRAMS)))
+        _PROGRAMS[key] = _compile(graphdef, rest, optimizer, mode, batch_size)
+    return _PROGRAMS[key]
+
+
 def train_runs(
     graphdef: nnx.GraphDef,
     params,
@@ -391,6 +407,7 @@ def train_runs(
     progress: Callable[[ProgressEvent], None] | None = None,
     phase: str = "fit",
     shard: bool | None = None,
+    cache_key=None,
 ):
     """Trains a ``(seeds, restarts)`` batch of runs; returns ``(best_params, results)``.
 
@@ -405,6 +422,8 @@ def train_runs(
       progress: called with a :class:`ProgressEvent` after every epoch.
       phase: the phase name given to ``progress``.
       shard: shard the seed axis over local devices (see :func:`seed_sharding`).
+      cache_key: a hashable description of ``optimizer``; calls with equal keys (and the same
+        structure, mode and batch size) reuse one compiled program.
 
     Returns:
       The best parameters of every run (leading axes ``(S, K)``) and one :class:`FitResult`
@@ -416,7 +435,7 @@ def train_runs(
     padded, sharding = seed_sharding(n_seeds, shard)
     params, data, keys = _pad_seeds((params, data, keys), padded, sharding)
     batch_size = min(settings.batch_size, data.x_train.shape[1])
-    program = _compile(graphdef, rest, optimizer, mode, batch_size)
+    program = _program(graphdef, rest, optimizer, mode, batch_size, cache_key)
     n_runs = n_seeds * n_restarts
 
     def host(a):  # (padded, K) device array -> (R,) float64
