@@ -1,30 +1,55 @@
 """Identifiability experiments: data from ``synthetic``, several models and seeds, a report.
 
-``nica run [CONFIG]`` calls :func:`run_experiment`. Every (setting, model, seed) cell is written
-atomically to ``OUT/cells/`` as it finishes; a rerun skips finished cells (``force`` recomputes),
-so an interrupted run loses nothing and ends with the same report. Configs are code, in
-:data:`EXPERIMENTS` (see each one's docstring for its command line).
+``nica run [CONFIG]`` calls :func:`run_experiment`. Configs are code, in :data:`EXPERIMENTS`.
+A user's run writes to the git-ignored ``runs/<name>`` (:func:`default_out`); the committed
+reports are regenerated explicitly with ``nica run <name> --out results/<name>``.
+
+Every (setting, model, seed) cell is written atomically to ``OUT/cells/`` as it finishes, keyed
+by :func:`cell_key` (a hash of everything that determines it), so a rerun skips finished cells,
+an interrupted run loses nothing, and a cell computed under another config is never mixed into a
+report: it is refused (``force`` recomputes it). Several processes may share one ``OUT`` (the
+multi-host recipe): each takes a claim file per cell before fitting it and skips cells claimed
+by a live process; the report is written only once every cell is done.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from nica.estimator import FitConfig, fit_arrays_seeds
+import nica
 from nica.metrics import mean_correlation_coefficient
-from nica.storage import load_npz, save_npz, write_json
+from nica.storage import claim, load_npz, read_json, release, save_npz, write_json, write_text
 
-__all__ = ["EXPERIMENTS", "ExperimentConfig", "Setting", "run_experiment"]
+__all__ = [
+    "CLAIM_TIMEOUT_S",
+    "EXPERIMENTS",
+    "RESULT_FORMAT",
+    "ExperimentConfig",
+    "Setting",
+    "cell_key",
+    "default_out",
+    "run_experiment",
+]
 
 MODELS = ("conditional", "unconditional", "fastica")
 RECOVERED_MCC = 0.95  # median Pearson MCC at which a report calls the sources recovered
+#: Version of the cell record; bump it when what a cell stores or means changes.
+RESULT_FORMAT = 2
+#: Seconds after which a claim file whose owner stopped refreshing it counts as abandoned.
+CLAIM_TIMEOUT_S = 2 * 3600.0
+_CLAIM_REFRESH_S = 60.0  # a fitting process touches its claims at most this often
+FIGURES = ("mcc.png", "scatter.png", "training_curves.png")
+_FASTICA = {"whiten": "unit-variance", "max_iter": 1000}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,14 +66,16 @@ class ExperimentConfig:
     """An experiment: settings x models x seeds.
 
     Attributes:
-      name: results go to ``results/<name>`` by default.
+      name: a user's run goes to ``runs/<name>`` (git-ignored); the committed report in
+        ``results/<name>`` is regenerated with ``nica run <name> --out results/<name>``.
       description: one line for the report.
       settings: the data settings (the swept variable).
       sweep: name of the swept quantity (x axis of the MCC plot).
       seeds: data and fit seeds.
       models: any of ``conditional``, ``unconditional``, ``fastica`` (needs scikit-learn).
       fit: ``FitConfig`` field overrides shared by the nica models.
-      command: the command that reproduces the report (default ``nica run <name>``).
+      command: the command that regenerates the committed report (default
+        ``nica run <name> --out results/<name>``), quoted in the report.
     """
 
     name: str
@@ -59,6 +86,11 @@ class ExperimentConfig:
     models: tuple[str, ...] = MODELS
     fit: tuple[tuple[str, object], ...] = ()
     command: str | None = None
+
+    @property
+    def reproduce(self) -> str:
+        """The command line quoted in the report (``command`` or the default)."""
+        return self.command or f"nica run {self.name} --out results/{self.name}"
 
     def smoke(self) -> ExperimentConfig:
         """A tiny version (2-D data, 2 restarts x 1 epoch + 2 epochs, 1 seed) for the tests."""
@@ -72,8 +104,124 @@ class ExperimentConfig:
         return dataclasses.replace(self, settings=settings, seeds=(0,), fit=fit)
 
 
-def _cell_name(setting: Setting, model: str, seed: int) -> str:
-    return f"{setting.label}__{model}__seed{seed}"
+def default_out(name: str, *, smoke: bool = False) -> Path:
+    """Where ``nica run NAME`` writes without ``--out``: ``runs/NAME`` (``runs/NAME-smoke``)."""
+    return Path("runs") / (f"{name}-smoke" if smoke else name)
+
+
+# ---------------------------------------------------------------------------- cell identity
+
+
+def _fit_config(config: ExperimentConfig, model: str, seed: int):
+    """The resolved ``nica.FitConfig`` of a nica model's cell."""
+    return nica.FitConfig(conditional=model == "conditional", seed=seed, **dict(config.fit))
+
+
+def cell_recipe(config: ExperimentConfig, setting: Setting, model: str, seed: int) -> dict:
+    """Everything that determines a cell's result, as a JSON-ready dict."""
+    if model == "fastica":
+        fit = {**_FASTICA, "random_state": seed}
+    else:
+        fit = _fit_config(config, model, seed).to_dict()  # resolved values included
+    data = {"preset": setting.preset, "overrides": dict(setting.overrides), "seed": seed}
+    return {"format": RESULT_FORMAT, "model": model, "fit": fit, "data": data}
+
+
+def cell_key(config: ExperimentConfig, setting: Setting, model: str, seed: int) -> str:
+    """Short sha256 hex of :func:`cell_recipe`: cells are reused only under the same key."""
+    text = json.dumps(cell_recipe(config, setting, model, seed), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cell:
+    setting: Setting
+    model: str
+    seed: int
+    key: str
+    folder: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.setting.label}__{self.model}__seed{self.seed}"
+
+    @property
+    def path(self) -> Path:
+        return self.folder / f"{self.name}.json"
+
+    @property
+    def claim_path(self) -> Path:
+        return self.folder / f"{self.name}.claim"
+
+
+def _read_cell(cell: _Cell, force: bool) -> dict | None:
+    """The finished record of ``cell``, or None if it is to be (re)computed.
+
+    Raises a one-line ValueError naming the file when it is empty/corrupt or was computed under
+    another key (unless ``force``: then it is recomputed).
+    """
+    if force or not cell.path.exists():
+        return None
+    try:
+        record = read_json(cell.path)
+        if not isinstance(record, dict):
+            raise ValueError(f"{cell.path}: not a cell record (a JSON {type(record).__name__})")
+    except ValueError as err:
+        raise ValueError(f"{err}; delete it or rerun with --force to recompute the cell") from None
+    if record.get("key") != cell.key:
+        raise ValueError(
+            f"{cell.path}: cell was computed under another config, data or result format "
+            f"(key {record.get('key')}, expected {cell.key}); rerun with --force to recompute "
+            "it, or use another --out"
+        )
+    return record
+
+
+# ---------------------------------------------------------------------------- claims
+
+
+def _refreshing(paths: list[Path], progress: Callable | None) -> Callable:
+    """A progress callback that keeps the claims ``paths`` alive (touched at most once a
+    minute) while the fit runs, then forwards the event to ``progress``."""
+    last = [time.monotonic()]
+
+    def on_event(event) -> None:
+        if time.monotonic() - last[0] > _CLAIM_REFRESH_S:
+            last[0] = time.monotonic()
+            for path in paths:
+                with contextlib.suppress(FileNotFoundError):
+                    os.utime(path)
+        if progress is not None:
+            progress(event)
+
+    return on_event
+
+
+# ---------------------------------------------------------------------------- fitting
+
+
+def _fit_group(config: ExperimentConfig, model: str, datasets: list, seeds: list[int], progress):
+    """Fits ``model`` to each dataset (one per seed) together; per seed
+    ``(s_hat or None, history, best val NLL, divergence message)``."""
+    if model == "fastica":
+        from sklearn.decomposition import FastICA
+
+        ica = FastICA(**_FASTICA, random_state=seeds[0])
+        return [(ica.fit_transform(datasets[0].x), None, None, None)]
+    conditional = model == "conditional"
+    fitted = nica.fit_seeds(
+        [d.x for d in datasets],
+        [d.u for d in datasets] if conditional else None,
+        seeds=list(seeds),
+        config=_fit_config(config, model, seeds[0]),
+        progress=progress,
+    )
+    fits = []
+    for f, d in zip(fitted, datasets, strict=True):
+        r = f.result
+        s_hat = None if r.diverged else f.transform(d.x)
+        fits.append((s_hat, r.history, r.best_val_nll, r.diverged))
+    return fits
 
 
 def _fit_cells(
@@ -83,8 +231,10 @@ def _fit_cells(
     seeds: list[int],
     cells: Path,
     vmap: bool,
+    progress: Callable | None = None,
 ) -> list[dict]:
-    """Fits ``model`` on the data of ``setting`` for each seed and writes one record per seed.
+    """Fits ``model`` on the data of ``setting`` for each seed; writes each seed's arrays
+    (``s``, ``s_hat``: ``(N, D)``) to ``cells/NAME.npz`` and returns one record per seed.
 
     The nica models train all ``seeds`` together (``vmap``, sharded across local devices) unless
     ``vmap`` is false. Each record's ``wall_s`` is its group's wall time over the group's size.
@@ -97,41 +247,25 @@ def _fit_cells(
     records = []
     for group in groups:
         start = time.perf_counter()
-        fits = {}  # seed index -> (s_hat or None, history, best val NLL, divergence message)
-        if model == "fastica":
-            from sklearn.decomposition import FastICA
-
-            (i,) = group
-            ica = FastICA(whiten="unit-variance", random_state=seeds[i], max_iter=1000)
-            fits[i] = (ica.fit_transform(datasets[i].x), None, None, None)
-        else:
-            fit_config = FitConfig(conditional=model == "conditional", **dict(config.fit))
-            fitted = fit_arrays_seeds(
-                [dataclasses.replace(fit_config, seed=seeds[i]) for i in group],
-                [datasets[i].x for i in group],
-                [datasets[i].u for i in group],
-            )
-            for i, f in zip(group, fitted, strict=True):
-                r = f.result
-                s_hat = None if r.diverged else f.transform(datasets[i].x)
-                fits[i] = (s_hat, r.history, r.best_val_nll, r.diverged)
+        fits = _fit_group(
+            config, model, [datasets[i] for i in group], [seeds[i] for i in group], progress
+        )
         wall = (time.perf_counter() - start) / len(group)
-        for i in group:
-            s_hat, history, val_nll, error = fits[i]
+        for i, (s_hat, history, val_nll, error) in zip(group, fits, strict=True):
             record = {"setting": setting.label, "model": model, "seed": seeds[i]}
-            record["fitted_together"] = len(group)
-            record["machine"] = _machine()
+            record.update(fitted_together=len(group), machine=_machine(), wall_s=wall)
             if error is not None:
-                records.append({**record, "status": "diverged", "error": error, "wall_s": wall})
+                records.append({**record, "status": "diverged", "error": error})
                 continue
-            record.update(status="ok", wall_s=wall)
+            record["status"] = "ok"
             if val_nll is not None:
                 record["val_nll"] = val_nll
             s = datasets[i].s
             for method in ("pearson", "spearman"):
                 record[f"mcc_{method}"] = float(mean_correlation_coefficient(s, s_hat, method).mcc)
             record["history"] = history
-            save_npz(cells / f"{_cell_name(setting, model, seeds[i])}.npz", s=s, s_hat=s_hat)
+            name = f"{setting.label}__{model}__seed{seeds[i]}"
+            save_npz(cells / f"{name}.npz", s=s, s_hat=s_hat)
             records.append(record)
     return records
 
@@ -145,14 +279,161 @@ def _machine() -> str:
     return f"{jax.devices()[0].platform}, {cores} CPU cores"
 
 
-def _summary_rows(config: ExperimentConfig, records: list[dict]) -> list[dict]:
+def _run_group(cells: list[_Cell], force: bool, fit: Callable, timeout: float) -> tuple:
+    """Claims the unfinished ``cells`` of one (setting, model), fits the claimed ones with
+    ``fit(seeds, claim_paths)`` and writes their records; releases the claims in any case.
+
+    Returns ``(records by cell name, names of cells claimed by another live process)``.
+    """
+    claimed, records, pending = [], {}, []
+    try:
+        for cell in cells:
+            if not claim(cell.claim_path, stale_after=timeout):
+                pending.append(cell.name)
+                continue
+            claimed.append(cell)
+            finished = _read_cell(cell, force)  # another process may have finished it meanwhile
+            if finished is not None:
+                records[cell.name] = finished
+        todo = [c for c in claimed if c.name not in records]
+        if todo:
+            fitted = fit([c.seed for c in todo], [c.claim_path for c in todo])
+            for cell, record in zip(todo, fitted, strict=True):
+                record = {**record, "key": cell.key}
+                write_json(cell.path, record)
+                records[cell.name] = record
+    finally:
+        for cell in claimed:
+            release(cell.claim_path)
+    return records, pending
+
+
+# ---------------------------------------------------------------------------- running
+
+
+def _resolve(name: str | ExperimentConfig, smoke: bool, seeds: list[int] | None):
+    """The config to run: looked up by name, shrunk for ``smoke``, restricted to ``seeds``."""
+    if isinstance(name, str):
+        if name not in EXPERIMENTS:
+            raise ValueError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
+        config = EXPERIMENTS[name]
+    else:
+        config = name
+    config = config.smoke() if smoke else config
+    if seeds is not None:
+        if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds):
+            raise ValueError(f"seeds must be non-negative integers, got {seeds}")
+        config = dataclasses.replace(config, seeds=tuple(dict.fromkeys(seeds)))
+    unknown = set(config.models) - set(MODELS)
+    if unknown:
+        raise ValueError(f"unknown models {sorted(unknown)}; known: {', '.join(MODELS)}")
+    return config
+
+
+def run_experiment(
+    name: str | ExperimentConfig,
+    *,
+    out: str | Path | None = None,
+    force: bool = False,
+    smoke: bool = False,
+    vmap: bool = True,
+    seeds: list[int] | None = None,
+    log=sys.stderr,
+    progress: Callable | None = None,
+    on_cell: Callable[[int, int, str], None] | None = None,
+    claim_timeout: float = CLAIM_TIMEOUT_S,
+) -> list[dict]:
+    """Runs (or resumes) an experiment; once every cell is done, writes its report
+    (``report.md``), tables (``results.json``, ``results.csv``) and figures (:data:`FIGURES`).
+
+    Args:
+      name: a key of :data:`EXPERIMENTS` or a config.
+      out: results directory (default :func:`default_out`: ``runs/<name>``, git-ignored).
+      force: recompute finished cells, and cells whose file is corrupt or was computed under
+        another key (without it, such a cell is a one-line ValueError naming the file).
+      smoke: run the config's tiny version.
+      vmap: train the seeds of each (setting, model) together in one ``vmap``-ped program,
+        sharded across local devices; ``False`` fits them one after another.
+      seeds: run these seeds instead of the config's (e.g. one host's share of a multi-host
+        run; the report then covers these seeds).
+      log: where per-cell lines and the "still running elsewhere" note go.
+      progress: passed to ``nica.fit_seeds`` (receives each ``nica.ProgressEvent``).
+      on_cell: called as ``on_cell(done, total, label)`` once at the start (``done``: cells
+        already finished, ``label`` empty) and after each cell finishes.
+      claim_timeout: seconds after which another process's claim on a cell counts as abandoned.
+
+    Returns:
+      The summary rows, one per setting and model: ``n`` finished fits, ``diverged``,
+      ``pending`` (cells claimed by another running process; then no report is written),
+      ``mcc_pearson``/``mcc_spearman``/``wall_s`` as (mean, std, median).
+    """
+    config = _resolve(name, smoke, seeds)
+    out = Path(out) if out is not None else default_out(config.name, smoke=smoke)
+    folder = out / "cells"
+    folder.mkdir(parents=True, exist_ok=True)
+    groups = [
+        [_Cell(s, m, seed, cell_key(config, s, m, seed), folder) for seed in config.seeds]
+        for s in config.settings
+        for m in config.models
+    ]
+    records = {c.name: r for g in groups for c in g if (r := _read_cell(c, force)) is not None}
+    total = sum(len(g) for g in groups)
+    notify = on_cell or (lambda done, total, label: None)
+    notify(len(records), total, "")
+    pending = []
+    for group in groups:
+        todo = [c for c in group if c.name not in records]
+        if not todo:
+            continue
+        setting, model = todo[0].setting, todo[0].model
+
+        def fit(seeds, claims, setting=setting, model=model):
+            on_event = _refreshing(claims, progress)
+            return _fit_cells(config, setting, model, seeds, folder, vmap, on_event)
+
+        new, elsewhere = _run_group(todo, force, fit, claim_timeout)
+        pending += elsewhere
+        for cell in todo:
+            if cell.name in new:
+                records[cell.name] = new[cell.name]
+                _log_cell(new[cell.name], log)
+                notify(len(records), total, cell.name)
+    ordered = [records[c.name] for g in groups for c in g if c.name in records]
+    rows = _summary_rows(config, ordered, pending)
+    if pending:
+        print(
+            f"{len(pending)} cell(s) still running elsewhere ({', '.join(pending)}); "
+            f"no report yet: rerun the same command once they finish to write it to {out}",
+            file=log,
+        )
+        return rows
+    _write_outputs(config, rows, ordered, out)
+    return rows
+
+
+def _log_cell(record: dict, log) -> None:
+    mcc = record.get("mcc_pearson", float("nan"))
+    print(
+        f"  {record['setting']:>12} {record['model']:>13} seed {record['seed']}: "
+        f"{record['status']}, MCC {mcc:.3f}, {record['wall_s']:.1f} s/fit",
+        file=log,
+        flush=True,
+    )
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+def _summary_rows(config: ExperimentConfig, records: list[dict], pending: list[str]) -> list:
     rows = []
     for setting in config.settings:
         for model in config.models:
             cell = [r for r in records if r["setting"] == setting.label and r["model"] == model]
             ok = [r for r in cell if r["status"] == "ok"]
+            prefix = f"{setting.label}__{model}__"
             row = {"setting": setting.label, "model": model, "n": len(ok)}
             row["diverged"] = len(cell) - len(ok)
+            row["pending"] = sum(name.startswith(prefix) for name in pending)
             for key in ("mcc_pearson", "mcc_spearman", "wall_s"):
                 values = np.array([r[key] for r in ok]) if ok else np.array([np.nan])
                 row[key] = (float(values.mean()), float(values.std()), float(np.median(values)))
@@ -178,13 +459,14 @@ def recovery_verdicts(rows: list[dict]) -> list[str]:
     return lines
 
 
-def _report(config: ExperimentConfig, rows: list[dict], records: list[dict], out: Path) -> str:
+def _report(config: ExperimentConfig, rows: list[dict], records: list[dict]) -> str:
+    """The Markdown report: table, verdicts, machine note."""
     lines = [
         f"# {config.name}",
         "",
         config.description,
         "",
-        f"Seeds: {list(config.seeds)}. Command: `{config.command or f'nica run {config.name}'}`.",
+        f"Seeds: {list(config.seeds)}. Command: `{config.reproduce}`.",
         "",
         f"| {config.sweep} | model | Pearson MCC mean ± std | median | Spearman MCC mean ± std"
         " | median | fit time (s) | n | diverged |",
@@ -198,153 +480,74 @@ def _report(config: ExperimentConfig, rows: list[dict], records: list[dict], out
         )
     lines += ["", f"Recovered = median Pearson MCC >= {RECOVERED_MCC}:", ""]
     lines += recovery_verdicts(rows)
+    machines = " / ".join(sorted({r["machine"] for r in records if "machine" in r}))
     lines += [
         "",
-        "Fit time is wall time per fit, including the restarts, on "
-        + (" / ".join(sorted({r["machine"] for r in records if "machine" in r})) or "this machine")
-        + ". Seeds fitted together in one vmapped program share its time equally.",
+        f"Fit time is wall time per fit, including the restarts, on {machines or 'this machine'}."
+        " Seeds fitted together in one vmapped program share its time equally.",
         "",
-        "Figures: `mcc.png`, `scatter.png`, `training_curves.png`.",
+        "Figures: `mcc.png` (every seed, median marked), `scatter.png` (true vs recovered"
+        " sources, one row per model), `training_curves.png`.",
         "",
     ]
-    text = "\n".join(lines)
-    tmp = out / "report.md.tmp"
-    tmp.write_text(text)
-    tmp.replace(out / "report.md")
-    return text
+    return "\n".join(lines)
 
 
-def _figures(config: ExperimentConfig, rows: list[dict], records: list[dict], out: Path):
-    import matplotlib
+def _results_csv(records: list[dict]) -> str:
+    lines = ["setting,model,seed,status,mcc_pearson,mcc_spearman,wall_s,key"]
+    for r in records:
+        lines.append(
+            f"{r['setting']},{r['model']},{r['seed']},{r['status']},{r.get('mcc_pearson', '')},"
+            f"{r.get('mcc_spearman', '')},{r.get('wall_s', '')},{r.get('key', '')}"
+        )
+    return "\n".join(lines) + "\n"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from nica.plots import plot_matched_scatter, plot_training_curves
+def _write_outputs(config: ExperimentConfig, rows: list, records: list, out: Path) -> None:
+    """Writes results.json, results.csv, the figures and report.md (last), all atomically."""
+    write_json(out / "results.json", {"rows": rows, "cells": records})
+    write_text(out / "results.csv", _results_csv(records))
+    written = _figures(config, records, out)
+    for name in set(FIGURES) - set(written):  # never leave an older run's figure beside these
+        with contextlib.suppress(FileNotFoundError):
+            (out / name).unlink()
+    write_text(out / "report.md", _report(config, rows, records))
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+
+def _figures(config: ExperimentConfig, records: list[dict], out: Path) -> list[str]:
+    """Draws :data:`FIGURES` from the records and cell arrays; returns the names written."""
+    from nica import plots
+
+    ok = [r for r in records if r["status"] == "ok"]
+    mcc = {(r["setting"], r["model"]): [] for r in records}
+    for r in ok:
+        mcc[(r["setting"], r["model"])].append(r["mcc_pearson"])
     labels = [s.label for s in config.settings]
-    for model in config.models:
-        model_rows = [r for r in rows if r["model"] == model]
-        means = [r["mcc_pearson"][0] for r in model_rows]
-        stds = [r["mcc_pearson"][1] for r in model_rows]
-        ax.errorbar(range(len(labels)), means, yerr=stds, marker="o", capsize=3, label=model)
-    ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=8)
-    ax.set_xlabel(config.sweep)
-    ax.set_ylabel("Pearson MCC")
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.savefig(out / "mcc.png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-    # Representative seed: the median-MCC conditional fit of the first setting.
-    first = config.settings[0].label
-    ok = [r for r in records if r["setting"] == first and r["status"] == "ok"]
+    plots.plot_mcc_seeds(mcc, labels, list(config.models), out / "mcc.png", sweep=config.sweep)
+    written = ["mcc.png"]
+    # Representative seed: the median-MCC fit of the first model on the first setting.
+    first = config.settings[0]
     chosen = sorted(
-        (r for r in ok if r["model"] == config.models[0]), key=lambda r: r["mcc_pearson"]
+        (r for r in ok if r["setting"] == first.label and r["model"] == config.models[0]),
+        key=lambda r: r["mcc_pearson"],
     )
     if not chosen:
-        return
+        return written
     seed = chosen[len(chosen) // 2]["seed"]
-    arrays = load_npz(
-        out / "cells" / f"{_cell_name(config.settings[0], config.models[0], seed)}.npz"
-    )
-    match = mean_correlation_coefficient(arrays["s"], arrays["s_hat"])
-    plot_matched_scatter(
-        arrays["s"],
-        arrays["s_hat"],
-        match.matching,
-        match.correlations,
-        out / "scatter.png",
-        title=f"{config.models[0]}, {first}, seed {seed}: Pearson MCC {match.mcc:.3f}",
-    )
-    curves = {
-        r["model"]: r["history"] for r in ok if r["seed"] == seed and r.get("history") is not None
-    }
+    shown = [r for r in ok if r["setting"] == first.label and r["seed"] == seed]
+    panels = {}
+    for r in shown:
+        arrays = load_npz(out / "cells" / f"{first.label}__{r['model']}__seed{seed}.npz")
+        match = mean_correlation_coefficient(arrays["s"], arrays["s_hat"])
+        panels[r["model"]] = (arrays["s"], arrays["s_hat"], match.matching, match.correlations)
+    where = f"{first.label}, seed {seed}"
+    plots.plot_scatter_by_model(panels, out / "scatter.png", title=f"True vs recovered: {where}")
+    written.append("scatter.png")
+    curves = {r["model"]: r["history"] for r in shown if r.get("history") is not None}
     if curves:
-        plot_training_curves(curves, out / "training_curves.png")
-
-
-def run_experiment(
-    name: str | ExperimentConfig,
-    *,
-    out: str | Path | None = None,
-    force: bool = False,
-    smoke: bool = False,
-    vmap: bool = True,
-    seeds: list[int] | None = None,
-    log=sys.stderr,
-) -> list[dict]:
-    """Runs (or resumes) an experiment and writes its report, tables and figures.
-
-    Args:
-      name: a key of :data:`EXPERIMENTS` or a config.
-      out: results directory (default ``results/<name>``, or ``results/scratch/<name>`` for smoke).
-      force: recompute cells that are already finished.
-      smoke: run the config's tiny version.
-      vmap: train the seeds of each (setting, model) together in one ``vmap``-ped program,
-        sharded across local devices; ``False`` fits them one after another.
-      seeds: run these seeds instead of the config's (e.g. one host's share of a multi-host
-        run; the report then covers these seeds).
-      log: where progress lines go.
-
-    Returns:
-      The summary rows (one per setting and model).
-    """
-    if isinstance(name, str):
-        if name not in EXPERIMENTS:
-            raise ValueError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
-        config = EXPERIMENTS[name]
-    else:
-        config = name
-    config = config.smoke() if smoke else config
-    if seeds is not None:
-        if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds):
-            raise ValueError(f"seeds must be non-negative integers, got {seeds}")
-        config = dataclasses.replace(config, seeds=tuple(dict.fromkeys(seeds)))
-    unknown = set(config.models) - set(MODELS)
-    if unknown:
-        raise ValueError(f"unknown models {sorted(unknown)}; known: {', '.join(MODELS)}")
-    default = Path("results") / ("scratch" if smoke else "") / config.name
-    out = Path(out) if out is not None else default
-    cells = out / "cells"
-    cells.mkdir(parents=True, exist_ok=True)
-    records = []
-    for setting in config.settings:
-        for model in config.models:
-            done, todo = {}, []
-            for seed in config.seeds:
-                path = cells / f"{_cell_name(setting, model, seed)}.json"
-                if path.is_file() and not force:
-                    done[seed] = json.loads(path.read_text())
-                else:
-                    todo.append(seed)
-            if todo:
-                for record in _fit_cells(config, setting, model, todo, cells, vmap):
-                    write_json(cells / f"{_cell_name(setting, model, record['seed'])}.json", record)
-                    done[record["seed"]] = record
-                    mcc = record.get("mcc_pearson", float("nan"))
-                    print(
-                        f"  {setting.label:>12} {model:>13} seed {record['seed']}: "
-                        f"{record['status']}, MCC {mcc:.3f}, {record['wall_s']:.1f} s/fit",
-                        file=log,
-                        flush=True,
-                    )
-            records.extend(done[seed] for seed in config.seeds)
-    rows = _summary_rows(config, records)
-    write_json(out / "results.json", {"rows": rows, "cells": records})
-    with open(out / "results.csv.tmp", "w") as f:
-        f.write("setting,model,seed,status,mcc_pearson,mcc_spearman,wall_s\n")
-        for r in records:
-            f.write(
-                f"{r['setting']},{r['model']},{r['seed']},{r['status']},"
-                f"{r.get('mcc_pearson', '')},{r.get('mcc_spearman', '')},{r.get('wall_s', '')}\n"
-            )
-    (out / "results.csv.tmp").replace(out / "results.csv")
-    _figures(config, rows, records, out)
-    print(_report(config, rows, records, out), file=log)
-    return rows
+        plots.plot_training_curves(curves, out / "training_curves.png", title=where)
+        written.append("training_curves.png")
+    return written
 
 
 def _mixing_depths() -> tuple[Setting, ...]:

@@ -1,67 +1,224 @@
-"""`nica run`: every shipped config runs at smoke size; interrupted runs resume exactly."""
+"""`nica run`: every shipped config runs at smoke size; interrupted runs resume exactly; cells are
+keyed by what determines them; processes sharing one output folder never fit a cell twice."""
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 import nica.experiment as experiment
 from nica.cli import main
 
+QUIET = open(os.devnull, "w")  # noqa: SIM115
+
 
 def _mcc_table(rows):
     return [(r["setting"], r["model"], r["n"], r["mcc_pearson"], r["mcc_spearman"]) for r in rows]
 
 
+def _fastica_config(seeds=(0, 1)):
+    """A smoke config without JAX fits (FastICA only): the cell machinery in about a second."""
+    config = experiment.EXPERIMENTS["demo"].smoke()
+    return dataclasses.replace(config, models=("fastica",), seeds=seeds)
+
+
+def _counting_fits(monkeypatch):
+    """Replaces ``_fit_cells`` by a wrapper recording every seed it fits."""
+    real_fit, fitted_seeds = experiment._fit_cells, []
+
+    def counting(*args, **kwargs):
+        fitted_seeds.extend(args[3])
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "_fit_cells", counting)
+    return fitted_seeds
+
+
 @pytest.mark.parametrize("name", sorted(experiment.EXPERIMENTS))
 def test_every_config_runs_at_smoke_size(name, tmp_path):
-    rows = experiment.run_experiment(name, out=tmp_path, smoke=True, log=open("/dev/null", "w"))
+    rows = experiment.run_experiment(name, out=tmp_path, smoke=True, log=QUIET)
     config = experiment.EXPERIMENTS[name].smoke()
     assert len(rows) == len(config.settings) * len(config.models)
-    for name_ in ("report.md", "results.json", "results.csv", "mcc.png", "scatter.png"):
+    for name_ in ("report.md", "results.json", "results.csv", *experiment.FIGURES):
         assert (tmp_path / name_).is_file(), name_
     cells = json.loads((tmp_path / "results.json").read_text())["cells"]
     assert len(cells) == len(rows) * len(config.seeds)
     assert all(0 <= c["mcc_pearson"] <= 1 for c in cells if c["status"] == "ok")
+    assert not list(tmp_path.rglob("*.claim")) and not list(tmp_path.rglob("*.tmp*"))
 
 
 def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch):
-    quiet = open("/dev/null", "w")
-    reference = experiment.run_experiment("demo", out=tmp_path / "ref", smoke=True, log=quiet)
-    real_fit, fitted_seeds = experiment._fit_cells, []
+    reference = experiment.run_experiment("demo", out=tmp_path / "ref", smoke=True, log=QUIET)
+    fitted_seeds = _counting_fits(monkeypatch)
+    counting = experiment._fit_cells
 
-    def counting(*args):
-        fitted_seeds.extend(args[3])
-        return real_fit(*args)
-
-    def interrupted(*args):
+    def interrupted(*args, **kwargs):
         if len(fitted_seeds) == 2:
             raise KeyboardInterrupt
-        return counting(*args)
+        return counting(*args, **kwargs)
 
     monkeypatch.setattr(experiment, "_fit_cells", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        experiment.run_experiment("demo", out=tmp_path / "run", smoke=True, log=quiet)
+        experiment.run_experiment("demo", out=tmp_path / "run", smoke=True, log=QUIET)
     assert len(list((tmp_path / "run" / "cells").glob("*.json"))) == 2
+    assert not list((tmp_path / "run" / "cells").glob("*.claim"))  # released on the way out
 
     fitted_seeds.clear()
     monkeypatch.setattr(experiment, "_fit_cells", counting)
-    resumed = experiment.run_experiment("demo", out=tmp_path / "run", smoke=True, log=quiet)
+    starts = []
+    resumed = experiment.run_experiment(
+        "demo", out=tmp_path / "run", smoke=True, log=QUIET, on_cell=lambda *a: starts.append(a)
+    )
     total = len(reference)  # one smoke seed per (setting, model)
     assert len(fitted_seeds) == total - 2  # finished cells are not recomputed
+    assert starts[0] == (2, total, "") and starts[-1][:2] == (total, total)
     assert _mcc_table(resumed) == _mcc_table(reference)  # same numbers as an uninterrupted run
 
     fitted_seeds.clear()
-    experiment.run_experiment("demo", out=tmp_path / "run", smoke=True, log=quiet, force=True)
+    experiment.run_experiment("demo", out=tmp_path / "run", smoke=True, log=QUIET, force=True)
     assert len(fitted_seeds) == total
+
+
+def test_cells_of_another_config_are_refused_never_mixed(tmp_path, monkeypatch, capsys):
+    """Issue 14 item 1: `nica run demo --smoke --out X` then `nica run demo --out X`."""
+    assert main(["run", "demo", "--smoke", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    smoke_report = (tmp_path / "report.md").read_text()
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a full-size fit started on top of smoke cells")
+
+    monkeypatch.setattr(experiment, "_fit_cells", no_fit)
+    assert main(["run", "demo", "--out", str(tmp_path)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "--force" in errors[0]  # one line, no traceback
+    err = errors[0]
+    assert str(tmp_path / "cells" / "demo__conditional__seed0.json") in err
+    assert (tmp_path / "report.md").read_text() == smoke_report  # nothing was overwritten
+
+    # Another config on the same folder, forced: every cell is recomputed under its new key.
+    monkeypatch.undo()
+    config = experiment.EXPERIMENTS["demo"].smoke()
+    config = dataclasses.replace(config, fit=(*config.fit, ("epochs", 3)))
+    events = []
+    experiment.run_experiment(config, out=tmp_path, force=True, log=QUIET, progress=events.append)
+    assert events  # progress reached nica.fit_seeds
+    cells = json.loads((tmp_path / "results.json").read_text())["cells"]
+    setting = config.settings[0]
+    expected = {m: experiment.cell_key(config, setting, m, 0) for m in config.models}
+    assert {c["model"]: c["key"] for c in cells} == expected
+    assert [c["history"]["epoch"][-1] for c in cells if c["model"] != "fastica"] == [3, 3]
+
+
+def test_cell_key_covers_everything_that_determines_a_cell(monkeypatch):
+    config = experiment.EXPERIMENTS["demo"].smoke()
+    setting = config.settings[0]
+    base = experiment.cell_key(config, setting, "conditional", 0)
+    assert len(base) == 16 and int(base, 16) >= 0
+    relabelled = dataclasses.replace(setting, label="renamed")
+    assert experiment.cell_key(config, relabelled, "conditional", 0) == base
+    changed = [
+        (dataclasses.replace(config, fit=(*config.fit, ("depth", 2))), setting, "conditional", 0),
+        (config, setting, "unconditional", 0),
+        (config, setting, "conditional", 1),
+        (config, dataclasses.replace(setting, preset="icebeem-l2"), "conditional", 0),
+        (config, dataclasses.replace(setting, overrides=(("n_sources", 3),)), "conditional", 0),
+    ]
+    keys = {experiment.cell_key(*args) for args in changed}
+    assert base not in keys and len(keys) == len(changed)
+    monkeypatch.setattr(experiment, "RESULT_FORMAT", experiment.RESULT_FORMAT + 1)
+    assert experiment.cell_key(config, setting, "conditional", 0) != base
+
+
+@pytest.mark.parametrize("content", ["", "{not json", '["a list"]'])
+def test_corrupt_cell_file_is_a_one_line_error_naming_it(tmp_path, content):
+    config = _fastica_config()
+    experiment.run_experiment(config, out=tmp_path, log=QUIET)
+    broken = tmp_path / "cells" / "demo__fastica__seed1.json"
+    broken.write_text(content)
+    with pytest.raises(ValueError) as info:
+        experiment.run_experiment(config, out=tmp_path, log=QUIET)
+    message = str(info.value)
+    assert message.startswith(f"{broken}: ") and "--force" in message and "\n" not in message
+    experiment.run_experiment(config, out=tmp_path, log=QUIET, force=True)
+    assert json.loads(broken.read_text())["status"] == "ok"
+
+
+def test_cell_claimed_by_a_live_process_is_left_to_it(tmp_path):
+    config = _fastica_config()
+    cells = tmp_path / "cells"
+    cells.mkdir(parents=True)
+    claim = cells / "demo__fastica__seed1.claim"
+    claim.write_text("another host pid 1\n")
+    (tmp_path / "training_curves.png").write_bytes(b"from an older run")
+    log = tmp_path / "log.txt"
+    with open(log, "w") as f:
+        rows = experiment.run_experiment(config, out=tmp_path, log=f)
+    assert (rows[0]["n"], rows[0]["pending"]) == (1, 1)
+    assert (
+        "demo__fastica__seed1" in log.read_text() and "still running elsewhere" in log.read_text()
+    )
+    assert (
+        not (tmp_path / "report.md").exists() and not (cells / "demo__fastica__seed1.json").exists()
+    )
+    assert claim.read_text() == "another host pid 1\n"  # someone else's claim is not touched
+
+    old = time.time() - 10.0
+    os.utime(claim, (old, old))  # its owner died: the claim goes stale
+    rows = experiment.run_experiment(config, out=tmp_path, log=QUIET, claim_timeout=5.0)
+    assert (rows[0]["n"], rows[0]["pending"]) == (1 + 1, 0)
+    assert (tmp_path / "report.md").is_file() and not claim.exists()
+    assert not (tmp_path / "training_curves.png").exists()  # no stale figure beside the report
+
+
+def test_two_processes_on_one_folder_fit_each_cell_once(tmp_path):
+    """The README's multi-host recipe, on one machine: two runs at once on one --out."""
+    script = (
+        "import dataclasses, sys; import nica.experiment as e\n"
+        "c = dataclasses.replace(e.EXPERIMENTS['demo'].smoke(), models=('fastica',),"
+        " seeds=tuple(range(8)))\n"
+        f"e.run_experiment(c, out={str(tmp_path)!r}, log=sys.stdout)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script], cwd=root, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    logs = [run.communicate(timeout=120)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], logs
+    fitted = [
+        line.split()[3].rstrip(":") for log in logs for line in log.splitlines() if "s/fit" in line
+    ]
+    assert sorted(fitted, key=int) == [str(s) for s in range(8)]  # each seed fitted exactly once
+    records = json.loads((tmp_path / "results.json").read_text())["cells"]
+    assert [r["seed"] for r in records] == list(range(8))
+    assert not list(tmp_path.rglob("*.claim"))
+
+
+def test_default_output_is_git_ignored_and_report_names_the_committed_command():
+    assert experiment.default_out("demo") == Path("runs/demo")
+    assert experiment.default_out("demo", smoke=True) == Path("runs/demo-smoke")
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in ("runs/demo/report.md", "runs/demo-smoke/mcc.png"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=root)
+        assert ignored.returncode == 0, path
+    assert experiment.EXPERIMENTS["demo"].reproduce == "nica run demo --out results/demo"
 
 
 def test_vmapped_seeds_match_sequential_fits_cell_by_cell(tmp_path):
     config = dataclasses.replace(experiment.EXPERIMENTS["demo"].smoke(), seeds=(0, 1, 2))
     config = dataclasses.replace(config, models=("conditional", "unconditional"))
-    quiet = open("/dev/null", "w")
-    experiment.run_experiment(config, out=tmp_path / "vmap", log=quiet)
-    experiment.run_experiment(config, out=tmp_path / "seq", log=quiet, vmap=False)
+    experiment.run_experiment(config, out=tmp_path / "vmap", log=QUIET)
+    experiment.run_experiment(config, out=tmp_path / "seq", log=QUIET, vmap=False)
     cells = {
         mode: {
             (c["model"], c["seed"]): c
@@ -84,20 +241,16 @@ def test_unknown_experiment_is_a_clear_cli_error(capsys):
 
 def test_seed_shares_run_separately_then_assemble(tmp_path, monkeypatch):
     """The multi-host recipe: each host runs its share of the seeds, then one run reports all."""
-    quiet = open("/dev/null", "w")
     config = dataclasses.replace(experiment.EXPERIMENTS["demo"].smoke(), seeds=(0, 1))
     config = dataclasses.replace(config, models=("conditional",))
     for share in ([0], [1]):
-        rows = experiment.run_experiment(config, out=tmp_path, seeds=share, log=quiet)
+        rows = experiment.run_experiment(config, out=tmp_path, seeds=share, log=QUIET)
         assert rows[0]["n"] == 1
-    real_fit, fitted_seeds = experiment._fit_cells, []
-    monkeypatch.setattr(
-        experiment, "_fit_cells", lambda *a: fitted_seeds.extend(a[3]) or real_fit(*a)
-    )
-    rows = experiment.run_experiment(config, out=tmp_path, log=quiet)
+    fitted_seeds = _counting_fits(monkeypatch)
+    rows = experiment.run_experiment(config, out=tmp_path, log=QUIET)
     assert fitted_seeds == [] and rows[0]["n"] == 2
     with pytest.raises(ValueError, match="seeds must be non-negative integers"):
-        experiment.run_experiment(config, out=tmp_path, seeds=[-1], log=quiet)
+        experiment.run_experiment(config, out=tmp_path, seeds=[-1], log=QUIET)
 
 
 def test_recovery_verdicts_name_the_models_on_each_side():
