@@ -15,6 +15,8 @@
   ``L - 1`` matrices (the ICE-BeeM convention), ``L`` = 2 or 4.
 * ``"tiny"`` -- a 2-D, 5 x 100 version of ``"ivae"`` (with 2 layers) for fast tests.
 
+:data:`MIXING_FAMILY` holds overrides that swap the mixing nonlinearity (robustness sweeps).
+
 Example:
     ``ds = make_preset("ivae", 0)``; ``make_preset("tiny", 1, n_layers=3)``.
 """
@@ -29,7 +31,7 @@ import numpy as np
 
 from synthetic.dataset import Dataset
 from synthetic.mixing import random_mixing
-from synthetic.sources import segment_sources
+from synthetic.sources import SegmentSourceParams, draw_segment_params, sample_segment_sources
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,9 @@ class SyntheticConfig:
         n_segments: number of segments ``K``.
         samples_per_segment: samples per segment; ``N = K * samples_per_segment``.
         n_layers: mixing depth, counted per ``convention``.
-        activation: ``"leaky_relu"`` or ``"xtanh"``.
-        slope: activation slope (leaky-ReLU negative slope or xtanh's linear coefficient).
+        activation: a key of :data:`synthetic.mixing.ACTIVATION_REGISTRY`.
+        slope: the activation's parameter (e.g. leaky-ReLU negative slope, xtanh's linear
+            coefficient); see :data:`synthetic.mixing.DEFAULT_SLOPES`.
         family: matrix family, ``"uniform"`` or ``"orthogonal"``.
         convention: layer-counting convention, ``"ivae"``, ``"tcl"`` or ``"icebeem"``.
         distribution: source family, ``"gaussian"``, ``"laplace"`` or ``"student_t"``.
@@ -50,6 +53,7 @@ class SyntheticConfig:
         mean_range: range of the per-segment means, or ``None`` for zero-mean sources.
         n_threshold_draws: draws used to estimate the uniform family's condition threshold.
         description: one-line human description.
+        df: Student-t degrees of freedom (used only by ``distribution="student_t"``).
     """
 
     n_sources: int
@@ -65,6 +69,7 @@ class SyntheticConfig:
     mean_range: tuple[float, float] | None = None
     n_threshold_draws: int = 10_000
     description: str = ""
+    df: float = 5.0
 
     @property
     def n_samples(self) -> int:
@@ -113,6 +118,23 @@ PRESETS: dict[str, SyntheticConfig] = {
 }
 
 
+MIXING_FAMILY: dict[str, dict[str, Any]] = {
+    "leaky_relu-0.05": {"activation": "leaky_relu", "slope": 0.05},
+    "leaky_relu-0.2": {"activation": "leaky_relu", "slope": 0.2},
+    "leaky_relu-0.5": {"activation": "leaky_relu", "slope": 0.5},
+    "xtanh": {"activation": "xtanh", "slope": 0.1},
+    "asinh": {"activation": "asinh", "slope": 1.0},
+    "smooth_leaky_relu": {"activation": "smooth_leaky_relu", "slope": 0.2},
+    "leaky_elu": {"activation": "leaky_elu", "slope": 0.2},
+    "tanhshrink": {"activation": "tanhshrink", "slope": 0.2},
+}
+"""Mixing nonlinearities for robustness sweeps: overrides of any preset (made for ``"ivae"``:
+5 sources, 40 x 1000, 3 layers). Leaky ReLU at three slopes (piecewise linear, asymmetric),
+xtanh (iVAE; compressive with linear tails), asinh (compressive, logarithmic tails),
+smooth leaky ReLU and leaky ELU (smooth, asymmetric), tanhshrink (expansive shape, bounded).
+Usage: ``make_preset("ivae", seed, **MIXING_FAMILY["asinh"])``."""
+
+
 def generate_dataset(seed: int | np.random.Generator, config: SyntheticConfig) -> Dataset:
     """Generates sources, mixing and observations for ``config``.
 
@@ -125,18 +147,13 @@ def generate_dataset(seed: int | np.random.Generator, config: SyntheticConfig) -
 
     Returns:
         A :class:`Dataset` with ``x (N, D)``, ``s (N, D)``, ``u (N,)`` int64, the mixing, and
-        ``config`` (the dataclass fields as a dict).
+        ``config``: the dataclass fields as a dict plus ``"source_params"``, the per-segment
+        source distribution (:meth:`SegmentSourceParams.to_dict`), so that
+        :func:`synthetic.truth.true_log_likelihood` can evaluate the true density.
     """
     source_rng, mixing_rng = np.random.default_rng(seed).spawn(2)
-    s, u = segment_sources(
-        source_rng,
-        config.n_segments,
-        config.samples_per_segment,
-        config.n_sources,
-        distribution=config.distribution,
-        scale_range=config.scale_range,
-        mean_range=config.mean_range,
-    )
+    params = _draw_params(source_rng, config)
+    s, u = sample_segment_sources(source_rng, params, config.samples_per_segment)
     mixing = random_mixing(
         mixing_rng,
         config.n_sources,
@@ -147,7 +164,50 @@ def generate_dataset(seed: int | np.random.Generator, config: SyntheticConfig) -
         convention=config.convention,
         n_threshold_draws=config.n_threshold_draws,
     )
-    return Dataset(x=mixing(s), s=s, u=u, mixing=mixing, config=dataclasses.asdict(config))
+    record = dataclasses.asdict(config)
+    record["source_params"] = params.to_dict()
+    return Dataset(x=mixing(s), s=s, u=u, mixing=mixing, config=record)
+
+
+def _draw_params(rng: np.random.Generator, config: SyntheticConfig) -> SegmentSourceParams:
+    """The per-segment source parameters of ``config``, drawn from ``rng`` (the sources' child
+    stream of :func:`generate_dataset`)."""
+    return draw_segment_params(
+        rng,
+        config.n_segments,
+        config.n_sources,
+        distribution=config.distribution,
+        scale_range=config.scale_range,
+        mean_range=config.mean_range,
+        df=config.df,
+    )
+
+
+def replay_source_params(config: dict[str, Any]) -> SegmentSourceParams:
+    """Recovers the source parameters of a dataset made by :func:`make_preset` with an integer
+    seed from its recorded ``config`` (for files written before ``"source_params"`` was
+    recorded): re-draws them from the same child stream.
+
+    Args:
+        config: a :class:`Dataset` ``config`` with the :class:`SyntheticConfig` fields and an
+            integer ``"seed"``.
+
+    Raises:
+        ValueError: the config lacks the seed or a field needed.
+    """
+    names = {f.name for f in dataclasses.fields(SyntheticConfig)}
+    if "seed" not in config:
+        raise ValueError("config has neither 'source_params' nor an integer 'seed' to replay")
+    try:
+        fields = {k: config[k] for k in names if k in config}
+        mean_range = fields.get("mean_range")
+        fields["scale_range"] = tuple(fields["scale_range"])
+        fields["mean_range"] = None if mean_range is None else tuple(mean_range)
+        synthetic_config = SyntheticConfig(**fields)
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"config cannot be replayed: {err!r}") from err
+    source_rng, _ = np.random.default_rng(int(config["seed"])).spawn(2)
+    return _draw_params(source_rng, synthetic_config)
 
 
 def make_preset(name: str, seed: int | np.random.Generator, **overrides: Any) -> Dataset:

@@ -206,18 +206,52 @@ def test_xtanh_inverse_precision(slope):
     np.testing.assert_allclose(sy.xtanh(x, slope), y, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("slope", [0.05, 0.2, 0.5, 2.0])
+@pytest.mark.parametrize("name", sy.ACTIVATIONS)
+def test_activation_registry_entries_are_exact_increasing_bijections(name, slope):
+    act = sy.get_activation(name)
+    assert act.name == name and sy.DEFAULT_SLOPES[name] == act.default_slope > 0
+    assert act.slope_meaning
+    x = np.concatenate([np.linspace(-60.0, 60.0, 24_001), [0.0, 1e-300, -1e-8, 1e5, -1e5]])
+    y = act.value(x, slope)
+    assert np.all(np.isfinite(y))
+    assert np.all(np.diff(act.value(np.linspace(-60.0, 60.0, 24_001), slope)) > 0)
+    back = act.inverse(y, slope)
+    np.testing.assert_allclose(act.value(back, slope), y, atol=1e-12, rtol=1e-13)
+    np.testing.assert_allclose(back, x, atol=1e-10, rtol=1e-12)
+    # log sigma'(x) against a central difference away from leaky ReLU's kink at 0.
+    grid = np.linspace(-20.0, 20.0, 4_001) + 1e-3
+    h = 1e-6
+    fd = (act.value(grid + h, slope) - act.value(grid - h, slope)) / (2.0 * h)
+    np.testing.assert_allclose(act.log_derivative(grid, slope), np.log(fd), atol=1e-7, rtol=0)
+
+
+def test_unknown_activation_is_refused_with_the_known_names():
+    with pytest.raises(ValueError, match="tanhshrink"):
+        sy.random_mixing(0, 3, 2, activation="sigmoid")
+    with pytest.raises(ValueError, match="asinh"):
+        sy.Mixing((np.eye(2),), activation="relu")
+
+
 def test_leaky_relu_inverse_round_trip():
     x = np.linspace(-5.0, 5.0, 101)
     np.testing.assert_allclose(sy.leaky_relu_inverse(sy.leaky_relu(x, 0.2), 0.2), x, rtol=1e-15)
 
 
-def test_mixing_dict_round_trip_through_json():
-    mixing = sy.random_mixing(4, 3, 3, activation="xtanh", n_threshold_draws=FAST_DRAWS)
+@pytest.mark.parametrize("activation", sy.ACTIVATIONS)
+def test_mixing_dict_round_trip_through_json(activation):
+    mixing = sy.random_mixing(
+        4, 3, 3, activation=activation, slope=0.3, n_threshold_draws=FAST_DRAWS
+    )
     restored = sy.Mixing.from_dict(json.loads(json.dumps(mixing.to_dict())))
+    assert (restored.activation, restored.slope) == (activation, 0.3)
     for a, b in zip(mixing.matrices, restored.matrices, strict=True):
         np.testing.assert_array_equal(a, b)
     s = np.random.default_rng(0).normal(size=(50, 3))
     np.testing.assert_array_equal(restored(s), mixing(s))
+    np.testing.assert_array_equal(
+        restored.inverse_and_log_det(mixing(s))[1], mixing.inverse_and_log_det(mixing(s))[1]
+    )
     assert pickle.loads(pickle.dumps(mixing)).slope == mixing.slope
 
 
@@ -318,6 +352,26 @@ def test_make_preset_overrides_and_errors():
         sy.make_preset("tcl-huge", 0)
     with pytest.raises(ValueError, match="n_layer"):
         sy.make_preset("tiny", 0, n_layer=3)
+
+
+@pytest.mark.parametrize("member", list(sy.MIXING_FAMILY))
+def test_mixing_family_members_are_valid_ivae_overrides_with_sane_data(member):
+    overrides = sy.MIXING_FAMILY[member]
+    assert set(overrides) == {"activation", "slope"}
+    assert overrides["activation"] in sy.ACTIVATIONS
+    ds = sy.make_preset("ivae", 0, samples_per_segment=100, **overrides)
+    assert ds.config["activation"] == overrides["activation"] and ds.mixing.n_matrices == 3
+    assert np.all(np.isfinite(ds.x)) and np.abs(ds.x).max() < 1e3
+    # The matrices dominate: leaky ReLU 0.2 (the iVAE preset) itself gives ~400 at D=5.
+    assert np.linalg.cond(np.corrcoef(ds.x, rowvar=False)) < 1e4
+    np.testing.assert_allclose(ds.mixing.inverse(ds.x), ds.s, atol=1e-8)
+
+
+def test_mixing_family_covers_the_required_kinds():
+    activations = [o["activation"] for o in sy.MIXING_FAMILY.values()]
+    slopes = {o["slope"] for o in sy.MIXING_FAMILY.values() if o["activation"] == "leaky_relu"}
+    assert {0.05, 0.2, 0.5} <= slopes
+    assert {"xtanh", "asinh", "smooth_leaky_relu", "leaky_elu", "tanhshrink"} <= set(activations)
 
 
 # --- npz datasets --------------------------------------------------------------------------
