@@ -6,8 +6,26 @@ Every activation is a strictly increasing scalar function applied elementwise. I
 ``sigma(x) = z`` with a bracketed Newton iteration of fixed length, so it runs under ``jit`` and
 ``vmap`` and converges to machine precision.
 
-Activations are frozen dataclasses: hashable, so they can live as static metadata on Flax NNX
-modules and as static arguments of jitted functions.
+Static activations are frozen dataclasses: hashable, so they can live as static metadata on Flax
+NNX modules and as static arguments of jitted functions. The learnable family
+:class:`MonotoneMixture` is an ``nnx.Module`` with one set of parameters per unit (ordinary
+``nnx.Param``s, so they get ordinary gradients under every gradient mode); a
+:class:`nica.network.DemixingNetwork` holds one per hidden layer.
+
+Why this learnable family (and not monotone rational-quadratic splines): its derivative is a
+positive combination of a smooth partition of unity on the intervals of a fixed knot grid,
+
+    sigma'(y) = sum_{j=0..K} w_j phi_j(y),   w_j > 0,   phi_j >= 0,   sum_j phi_j = 1,
+
+so it is strictly increasing for *any* parameters (``min w <= sigma' <= max w``), it is
+``C^infinity``, its value and log-derivative are closed forms (softplus and a log-sum-exp of
+log-sigmoids, stable for every parameter value), and it is linear in ``w``, which makes the
+parameters well conditioned. Any positive slope profile is reachable: one slope left of a knot
+and another right of it (the inverse of a leaky ReLU, either orientation), large slopes in both
+tails and ~1 in the middle (the inverse of xtanh, or sinh-like shapes), small slopes in the tails
+(asinh-like, compressive), or asymmetric smooth ones. A spline would need a bin search, clamped
+derivatives and its own tail handling to reach the same; here the inverse reuses
+:func:`monotone_inverse`. Cost: ``O(K)`` per element, ``O(B D K)`` per layer.
 """
 
 from __future__ import annotations
@@ -18,6 +36,8 @@ from typing import Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
 __all__ = [
     "ACTIVATIONS",
@@ -25,7 +45,9 @@ __all__ = [
     "Identity",
     "LeakyReLU",
     "LeakyTanh",
+    "MonotoneMixture",
     "SmoothLeakyReLU",
+    "is_learnable",
     "make_activation",
     "monotone_inverse",
 ]
@@ -54,8 +76,9 @@ def monotone_inverse(fn, derivative, z, *, slope_min: float, centre: float, iter
       fn: the increasing scalar function, applied elementwise.
       derivative: its derivative, elementwise, strictly positive.
       z: target values, any shape.
-      slope_min: a lower bound on ``derivative`` (> 0).
-      centre: ``fn(0)``.
+      slope_min: a lower bound on ``derivative`` (> 0); a float or an array that broadcasts
+        against ``z`` (e.g. one bound per unit, shape ``(dim,)``).
+      centre: ``fn(0)``, a float or an array that broadcasts against ``z``.
       iterations: number of safeguarded Newton iterations.
 
     Returns:
@@ -190,12 +213,155 @@ class LeakyTanh:
         return monotone_inverse(self.value, self._derivative, z, slope_min=self.beta, centre=0.0)
 
 
+@jax.custom_jvp
+def _softplus_pair(u: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(softplus(u), softplus(-u))`` from one ``exp`` and one ``log1p``, accurate for all u."""
+    shared = jnp.log1p(jnp.exp(-jnp.abs(u)))
+    return jnp.maximum(u, 0.0) + shared, jnp.maximum(-u, 0.0) + shared
+
+
+@_softplus_pair.defjvp
+def _softplus_pair_jvp(primals, tangents):
+    # The derivative of max and abs at u = 0 is ambiguous; softplus' = sigmoid is not.
+    (u,), (du,) = primals, tangents
+    pos, neg = _softplus_pair(u)
+    return (pos, neg), (jnp.exp(-neg) * du, -jnp.exp(-pos) * du)
+
+
+def _knot_grid(knots: int, bound: float) -> np.ndarray:
+    """``knots`` equally spaced points on ``[-bound, bound]`` (the single point 0 for one knot)."""
+    return np.zeros(1) if knots == 1 else np.linspace(-bound, bound, knots)
+
+
+class MonotoneMixture(nnx.Module):
+    """Learnable, strictly increasing activation with one slope profile per unit.
+
+    With fixed knots ``t_1 < ... < t_K`` (``knots`` points evenly on ``[-bound, bound]``),
+    sharpness ``s`` and, per unit, slopes ``w_j = exp(log_slopes[j]) > 0``, ``j = 0..K``:
+
+        sigma'(y) = w_0 phi_0(y) + sum_{j=1}^{K-1} w_j phi_j(y) + w_K phi_K(y),
+        phi_0 = sigmoid(-s(y - t_1)),   phi_K = sigmoid(s(y - t_K)),
+        phi_j = sigmoid(s(y - t_j)) - sigmoid(s(y - t_{j+1}))
+              = sigmoid(s(y - t_j)) sigmoid(-s(y - t_{j+1})) (1 - exp(-s(t_{j+1} - t_j))),
+
+    a smooth partition of unity, so ``w_j`` is the slope on the ``j``-th interval
+    (``w_0``: left tail, ``w_K``: right tail) and ``min_j w_j <= sigma' <= max_j w_j``.
+    Integrating (telescoping the ``phi_j``), with ``sigma(0) = 0``:
+
+        sigma(y) = w_0 y + sum_{k=1}^K (w_k - w_{k-1}) r_k(y),
+        r_k(y) = (softplus(s(y - t_k)) - softplus(-s t_k)) / s.
+
+    ``log sigma'`` is a log-sum-exp of ``log w_j + log phi_j`` (log-sigmoids), finite and
+    accurate for any parameters. The inverse is :func:`monotone_inverse` with the per-unit slope
+    bound ``min_j w_j`` and centre 0. Inputs have shape ``(..., dim)``; every unit (last axis)
+    has its own ``K + 1`` slopes.
+
+    Args:
+      dim: number of units ``D``.
+      knots: ``K >= 1``, the number of knots; ``D (K + 1)`` parameters in all.
+      bound: knots span ``[-bound, bound]`` (outside, ``sigma`` is linear up to
+        ``exp(-s distance)``). Pre-activations of standardised data are O(1).
+      sharpness: ``s > 0``; ``s`` times the knot spacing sets how sharp a slope change can be
+        (a kink is smoothed over ~``1/s``).
+      init_tail_slope: initial slope in both tails; the initial slopes interpolate
+        geometrically from 1 at the centre to this at ``|y| >= bound``. 1 (default) starts at the
+        identity; > 1 starts expansive (inverse of a compressive mixing, e.g. xtanh), < 1
+        compressive.
+      param_dtype: dtype of ``log_slopes``.
+
+    Attributes:
+      log_slopes: ``nnx.Param`` of shape ``(dim, knots + 1)``, ``log w``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        knots: int = 9,
+        bound: float = 4.0,
+        sharpness: float = 6.0,
+        init_tail_slope: float = 1.0,
+        param_dtype=jnp.float32,
+    ):
+        if dim < 1 or knots < 1:
+            raise ValueError(f"MonotoneMixture dim and knots must be >= 1, got {dim}, {knots}")
+        if not (bound > 0 and sharpness > 0 and init_tail_slope > 0):
+            raise ValueError(
+                "MonotoneMixture bound, sharpness and init_tail_slope must be > 0, got "
+                f"{bound}, {sharpness}, {init_tail_slope}"
+            )
+        grid = _knot_grid(knots, bound)
+        # Static metadata (plain floats): identical for every initialisation key.
+        self.knots = tuple(float(t) for t in grid)
+        self.sharpness = float(sharpness)
+        # log(1 - exp(-s (t_{j+1} - t_j))) for the interior intervals.
+        self._log_width = tuple(float(v) for v in np.log(-np.expm1(-sharpness * np.diff(grid))))
+        self._offsets = tuple(float(v) for v in np.logaddexp(0.0, -sharpness * grid))
+        middles = np.concatenate([[-bound], 0.5 * (grid[1:] + grid[:-1]), [bound]])
+        log_init = np.log(init_tail_slope) * np.minimum(np.abs(middles) / bound, 1.0)
+        self.log_slopes = nnx.Param(jnp.asarray(np.tile(log_init, (dim, 1)), param_dtype))
+
+    def _pieces(self, y):
+        """``(slopes (dim, K+1), u = s (y - t) (..., dim, K), softplus(u), softplus(-u))``."""
+        log_w = self.log_slopes[...]
+        dtype = jnp.result_type(y, log_w)
+        u = self.sharpness * (y[..., None].astype(dtype) - jnp.asarray(self.knots, dtype))
+        return log_w.astype(dtype), u, *_softplus_pair(u)
+
+    def value(self, y: jax.Array) -> jax.Array:
+        """``sigma(y)``, shape ``(..., dim)`` -> ``(..., dim)``."""
+        log_w, _, sp_pos, _ = self._pieces(y)
+        w = jnp.exp(log_w)
+        offsets = jnp.asarray(self._offsets, w.dtype)
+        ramps = ((w[:, 1:] - w[:, :-1]) * (sp_pos - offsets)).sum(axis=-1) / self.sharpness
+        return w[:, 0] * y + ramps
+
+    def log_derivative(self, y: jax.Array) -> jax.Array:
+        """``log sigma'(y)``, shape ``(..., dim)`` -> ``(..., dim)``."""
+        log_w, _, sp_pos, sp_neg = self._pieces(y)
+        # log sigmoid(u) = -softplus(-u); log sigmoid(-u) = -softplus(u).
+        interior = -sp_neg[..., :-1] - sp_pos[..., 1:] + jnp.asarray(self._log_width, log_w.dtype)
+        log_phi = jnp.concatenate([-sp_pos[..., :1], interior, -sp_neg[..., -1:]], axis=-1)
+        return jax.nn.logsumexp(log_w + log_phi, axis=-1)
+
+    def min_slope(self) -> jax.Array:
+        """The per-unit lower bound ``min_j w_j`` of ``sigma'``, shape ``(dim,)``."""
+        return jnp.exp(self.log_slopes[...].min(axis=-1))
+
+    def inverse(self, z: jax.Array) -> jax.Array:
+        """``sigma^{-1}(z)`` by safeguarded Newton, shape ``(..., dim)`` -> ``(..., dim)``."""
+        return monotone_inverse(
+            self.value,
+            lambda x: jnp.exp(self.log_derivative(x)),
+            z,
+            slope_min=self.min_slope().astype(z.dtype),
+            centre=0.0,
+            iterations=80,
+        )
+
+
 ACTIVATIONS: dict[str, type] = {
     "smooth_leaky_relu": SmoothLeakyReLU,
     "leaky_relu": LeakyReLU,
     "leaky_tanh": LeakyTanh,
     "identity": Identity,
+    "monotone_mixture": MonotoneMixture,
 }
+
+
+def is_learnable(activation: str | Activation) -> bool:
+    """Whether an activation (registry name or instance) has parameters (an ``nnx.Module``).
+
+    A :class:`nica.network.DemixingNetwork` builds one learnable activation per hidden layer.
+
+    Raises:
+      ValueError: unknown name.
+    """
+    if isinstance(activation, str):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
+        return issubclass(ACTIVATIONS[activation], nnx.Module)
+    return isinstance(activation, nnx.Module)
 
 
 def make_activation(name: str | Activation, **kwargs) -> Activation:
@@ -203,7 +369,9 @@ def make_activation(name: str | Activation, **kwargs) -> Activation:
 
     Args:
       name: a name in ``ACTIVATIONS`` or an activation instance (returned unchanged).
-      **kwargs: parameters of the activation, e.g. ``slope=5.0`` or ``beta=0.1``.
+      **kwargs: parameters of the activation, e.g. ``slope=5.0`` or ``beta=0.1``; a learnable
+        one also takes ``dim`` (and ``param_dtype``), e.g. ``make_activation("monotone_mixture",
+        dim=5, knots=9)``.
 
     Raises:
       ValueError: unknown name or parameter.

@@ -62,10 +62,18 @@ class FitConfig:
       gradient: a mode name of ``nica.GRADIENTS``: ``relative_coords`` (default: the optimizer
         runs in relative coordinates, ordinary bias gradients), ``relative`` (MATH.md's
         augmented relative gradient), ``ordinary`` or ``autodiff``.
-      activation: demixer activation name (``nica.activations.ACTIVATIONS``).
+      activation: demixer activation name (``nica.activations.ACTIVATIONS``);
+        ``monotone_mixture`` is learnable (own per-unit slope profile in every hidden layer) and
+        presupposes no mixing nonlinearity.
       slope: its slope parameter (``slope`` for leaky ReLUs, ``beta`` for leaky tanh); 5 makes
         the demixer's shape the inverse of the benchmarks' leaky-ReLU(0.2) mixing.
       sharpness: kink sharpness of ``smooth_leaky_relu``.
+      activation_knots: knots ``K`` of ``monotone_mixture`` on ``[-4, 4]`` (``K + 1`` slopes
+        per unit and hidden layer).
+      activation_sharpness: ``monotone_mixture``'s sharpness (a slope change is smoothed over
+        ~1/sharpness; knot spacing is 8 / (K - 1)).
+      activation_tail_slope: ``monotone_mixture``'s initial slope in both tails (1: starts at
+        the identity; > 1: starts expansive, < 1: compressive).
       learning_rate: peak Adam learning rate (cosine decay to 0 over ``epochs``).
       batch_size: minibatch size.
       clip_norm: global gradient-norm clip (O(parameters), keeps the step O(L B D^2)).
@@ -88,6 +96,9 @@ class FitConfig:
     activation: str = "smooth_leaky_relu"
     slope: float = 5.0
     sharpness: float = 10.0
+    activation_knots: int = 9
+    activation_sharpness: float = 6.0
+    activation_tail_slope: float = 1.0
     learning_rate: float = 1e-2
     batch_size: int = 256
     clip_norm: float = 10.0
@@ -156,6 +167,11 @@ def _activation_kwargs(config: FitConfig) -> dict:
         "smooth_leaky_relu": {"slope": config.slope, "sharpness": config.sharpness},
         "leaky_relu": {"slope": config.slope},
         "leaky_tanh": {"beta": config.slope},
+        "monotone_mixture": {
+            "knots": config.activation_knots,
+            "sharpness": config.activation_sharpness,
+            "init_tail_slope": config.activation_tail_slope,
+        },
     }.get(config.activation, {})
 
 

@@ -8,6 +8,11 @@ shape ``(dim, dim)``. The network is ``z_0 = x``, ``y_k = z_{k-1} W_k + b_k``,
 
 One contract for every bijection here: ``forward_and_log_det(x) -> (y, logdet)`` with shapes
 ``(batch, dim) -> (batch, dim), (batch,)``, plus ``inverse(y)``.
+
+A static activation (``nica.activations``, e.g. ``smooth_leaky_relu``) is shared by every hidden
+layer; a learnable one (``monotone_mixture``) is built once per hidden layer, with its own
+per-unit parameters (ordinary ``nnx.Param``s: ordinary gradients in every gradient mode, cost
+O(B D K) per layer, so the step stays O(L B D^2)).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from nica.activations import Activation, make_activation
+from nica.activations import Activation, is_learnable, make_activation
 from nica.gradients import GRADIENTS, GradientMode, get_gradient
 from nica.relative import SquareKernel
 
@@ -67,10 +72,19 @@ class DemixingNetwork(nnx.Module):
     Args:
       dim: data dimension ``D``.
       depth: number of square layers ``L >= 1`` (1 = linear ICA).
-      activation: an activation name from ``nica.activations.ACTIVATIONS`` or an instance.
-      activation_kwargs: parameters for a named activation, e.g. ``{"slope": 5.0}``.
+      activation: an activation name from ``nica.activations.ACTIVATIONS`` or an instance (an
+        instance, even a learnable one, is shared by every hidden layer).
+      activation_kwargs: parameters for a named activation, e.g. ``{"slope": 5.0}``, or
+        ``{"knots": 9}`` for ``monotone_mixture`` (its ``dim`` and ``param_dtype`` are the
+        network's).
       rngs: key source for initialisation.
       param_dtype: dtype of all parameters.
+
+    Attributes:
+      layers: the ``depth`` square layers (``nnx.List`` of :class:`InvertibleDense`).
+      activations: the ``depth - 1`` hidden activations (``nnx.List``): one learnable module
+        per hidden layer, or the shared static activation repeated.
+      activation: the shared activation, or ``None`` when each hidden layer has its own.
     """
 
     def __init__(
@@ -87,7 +101,17 @@ class DemixingNetwork(nnx.Module):
             raise ValueError(f"dim and depth must be >= 1, got dim={dim}, depth={depth}")
         self.dim = dim
         self.depth = depth
-        self.activation = make_activation(activation, **(activation_kwargs or {}))
+        kwargs = activation_kwargs or {}
+        if isinstance(activation, str) and is_learnable(activation):
+            self.activation = None
+            hidden = [
+                make_activation(activation, dim=dim, param_dtype=param_dtype, **kwargs)
+                for _ in range(depth - 1)
+            ]
+        else:
+            self.activation = make_activation(activation, **kwargs)
+            hidden = [self.activation] * (depth - 1)
+        self.activations = nnx.List(hidden)
         self.layers = nnx.List(
             [InvertibleDense(dim, rngs=rngs, param_dtype=param_dtype) for _ in range(depth)]
         )
@@ -128,8 +152,9 @@ class DemixingNetwork(nnx.Module):
         for k, layer in enumerate(self.layers):
             y = layer(z, mode=mode)
             if k < self.depth - 1:
-                logdet = logdet + self.activation.log_derivative(y).sum(axis=-1)
-                z = self.activation.value(y)
+                activation = self.activations[k]
+                logdet = logdet + activation.log_derivative(y).sum(axis=-1)
+                z = activation.value(y)
             else:
                 z = y
         return z, logdet
@@ -150,6 +175,6 @@ class DemixingNetwork(nnx.Module):
         z = s
         for k in reversed(range(self.depth)):
             if k < self.depth - 1:
-                z = self.activation.inverse(z)
+                z = self.activations[k].inverse(z)
             z = self.layers[k].inverse(z)
         return z
