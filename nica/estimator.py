@@ -371,11 +371,19 @@ def _initial_params(config: FitConfig, dim: int, aux, init_keys: jax.Array):
     """``(graphdef, params with leading (S, K) axes, rest)`` from one vmapped initialisation."""
     model = build_model(config, dim, aux, key=init_keys[0, 0])
     graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+    init = _init_fn(dataclasses.replace(config, seed=0), dim, json.dumps(aux, sort_keys=True))
+    return graphdef, init(init_keys), rest
+
+
+@functools.lru_cache(maxsize=8)
+def _init_fn(config: FitConfig, dim: int, aux_json: str):
+    """The jitted ``(S, K) keys -> params`` initialiser, compiled once per model structure."""
+    aux = json.loads(aux_json)
 
     def init(key):
         return nnx.state(build_model(config, dim, aux, key=key), nnx.Param)
 
-    return graphdef, jax.jit(jax.vmap(jax.vmap(init)))(init_keys), rest
+    return jax.jit(jax.vmap(jax.vmap(init)))
 
 
 @jax.jit

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import nica.experiment as experiment
@@ -50,6 +51,41 @@ def test_every_config_runs_at_smoke_size(name, tmp_path):
     assert len(cells) == len(rows) * len(config.seeds)
     assert all(0 <= c["mcc_pearson"] <= 1 for c in cells if c["status"] == "ok")
     assert not list(tmp_path.rglob("*.claim")) and not list(tmp_path.rglob("*.tmp*"))
+    for c in cells:  # the NLL gap to the true model is in every finished nica cell
+        if c["status"] == "ok" and c["model"] != "fastica":
+            assert c["nll_gap"] == pytest.approx(c["test_nll"] - c["true_nll"])
+            assert np.isfinite(c["nll_gap"])
+    assert "NLL gap (nats)" in (tmp_path / "report.md").read_text()
+
+
+def test_nll_gap_is_zero_for_the_true_model_and_positive_for_a_worse_one():
+    """The harness's gap: a stand-in 'fit' whose likelihood is the truth's has gap 0 (conditional
+    and marginal), and a fit whose density is the truth's blurred by a scale has gap > 0."""
+    from synthetic import make_preset
+    from synthetic.truth import true_log_likelihood, true_marginal_log_likelihood
+
+    data = make_preset("tiny", 3)
+
+    class Truth:
+        def __init__(self, blur=0.0):
+            self.blur = blur
+
+        def log_likelihood(self, x, u=None):
+            ll = (
+                true_log_likelihood(data, x, u)
+                if u is not None
+                else true_marginal_log_likelihood(data, x)
+            )
+            return ll - self.blur * (1 + np.abs(x).sum(1))
+
+    for conditional in (True, False):
+        exact = experiment._nll_gap(Truth(), data, 0, conditional)
+        assert exact["nll_gap"] == pytest.approx(0.0, abs=1e-12)
+        worse = experiment._nll_gap(Truth(0.1), data, 0, conditional)
+        assert worse["nll_gap"] > 0.1
+    conditional = experiment._nll_gap(Truth(), data, 0, True)
+    marginal = experiment._nll_gap(Truth(), data, 0, False)
+    assert conditional["true_nll"] < marginal["true_nll"]  # u carries information
 
 
 def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch):
