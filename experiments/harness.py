@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import nica
+from nica import storage
 from nica.storage import write_json, write_text
 
 __all__ = [
@@ -146,20 +145,9 @@ def pyplot():
 
 
 def save_figure(fig, path: Path, *, dpi: int) -> Path:
-    """Saves ``fig`` to ``path`` atomically (format from the suffix) and closes it.
-
-    The figure is drawn into a unique temporary file in the same folder, then moved over
-    ``path`` with ``os.replace``.
-    """
+    """Saves ``fig`` to ``path`` atomically (``nica.storage.save_figure``) and closes it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format=path.suffix.lstrip("."), dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return storage.save_figure(fig, path, dpi=dpi)
     finally:
         pyplot().close(fig)
-    return path

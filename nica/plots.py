@@ -9,9 +9,7 @@ Every PNG is written atomically (unique temporary file + ``os.replace``).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+
+from nica.storage import save_figure  # noqa: E402
 
 __all__ = [
     "plot_matched_scatter",
@@ -32,19 +32,11 @@ _DPI = 110
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
-    """Saves ``fig`` to ``path`` through a unique temporary file and closes it."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
+    """Saves ``fig`` to ``path`` atomically (``nica.storage.save_figure``) and closes it."""
     try:
-        fig.savefig(tmp, dpi=_DPI)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide shared results from other users
-        os.replace(tmp, path)
+        return save_figure(fig, path, dpi=_DPI)
     finally:
         plt.close(fig)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    return path
 
 
 def plot_scatter_by_model(

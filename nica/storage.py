@@ -37,6 +37,7 @@ __all__ = [
     "load_npz",
     "read_json",
     "release",
+    "save_figure",
     "save_npz",
     "write_json",
     "write_text",
@@ -78,6 +79,12 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -
             raise OSError(err.errno, f"cannot write ({err.strerror})", str(path)) from None
         raise
     return path
+
+
+def save_figure(figure, path: str | os.PathLike, *, dpi: int = 110) -> Path:
+    """Writes a matplotlib ``figure`` atomically, in the format of ``path``'s suffix."""
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    return _atomic_write(path, lambda file: figure.savefig(file, format=fmt, dpi=dpi))
 
 
 def save_npz(path: str | os.PathLike, **arrays) -> Path:
