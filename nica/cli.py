@@ -291,6 +291,34 @@ def _run(args) -> int:
     return 0
 
 
+#: ``nica fit`` options that set the ``FitConfig`` field of the same name: (flag, metavar,
+#: type, help); the default shown is FitConfig's.
+_CONFIG_OPTIONS = (
+    ("--seed", "N", int, "PRNG seed of initialisation, validation split and shuffling"),
+    ("--epochs", "E", int, "passes over the data in the main fit"),
+    ("--depth", "L", int, "number of square layers of the demixer"),
+    (
+        "--restarts",
+        "K",
+        int,
+        "initialisations trained together for a third of --epochs; the one with the best "
+        "validation NLL is kept; 1 = none",
+    ),
+    ("--batch-size", "B", int, "minibatch size"),
+    (
+        "--learning-rate",
+        "LR",
+        float,
+        "peak Adam learning rate, cosine-decayed to 0 over the epochs",
+    ),
+)
+
+
+def _add_config_option(cmd, defaults, flag: str, metavar: str, kind, text: str) -> None:
+    field = flag[2:].replace("-", "_")
+    cmd.add_argument(flag, metavar=metavar, type=kind, default=getattr(defaults, field), help=text)
+
+
 def _add_fit_parser(commands) -> None:
     defaults = nica.FitConfig()
     auto = dataclasses.replace(defaults, prior="auto").prior_family
@@ -316,27 +344,8 @@ def _add_fit_parser(commands) -> None:
         metavar="DIR",
         help="output folder (created; checked before the fit)",
     )
-    cmd.add_argument(
-        "--seed",
-        metavar="N",
-        type=int,
-        default=defaults.seed,
-        help="PRNG seed of initialisation, validation split and shuffling",
-    )
-    cmd.add_argument(
-        "--epochs",
-        metavar="E",
-        type=int,
-        default=defaults.epochs,
-        help="passes over the data in the main fit",
-    )
-    cmd.add_argument(
-        "--depth",
-        metavar="L",
-        type=int,
-        default=defaults.depth,
-        help="number of square layers of the demixer",
-    )
+    for flag, metavar, kind, text in _CONFIG_OPTIONS[:3]:
+        _add_config_option(cmd, defaults, flag, metavar, kind, text)
     cmd.add_argument(
         "--prior",
         metavar="NAME",
@@ -353,24 +362,8 @@ def _add_fit_parser(commands) -> None:
         help=f"training rule of the square layers, one of {', '.join(gradients)}; the "
         f"relative-gradient modes ({', '.join(relative)}) need no slogdet or inverse in a step",
     )
-    cmd.add_argument(
-        "--restarts",
-        metavar="K",
-        type=int,
-        default=defaults.restarts,
-        help="initialisations trained together for a third of --epochs; the one with the best "
-        "validation NLL is kept; 1 = none",
-    )
-    cmd.add_argument(
-        "--batch-size", metavar="B", type=int, default=defaults.batch_size, help="minibatch size"
-    )
-    cmd.add_argument(
-        "--learning-rate",
-        metavar="LR",
-        type=float,
-        default=defaults.learning_rate,
-        help="peak Adam learning rate, cosine-decayed to 0 over the epochs",
-    )
+    for flag, metavar, kind, text in _CONFIG_OPTIONS[3:]:
+        _add_config_option(cmd, defaults, flag, metavar, kind, text)
     cmd.add_argument("--unconditional", action="store_true", help="ignore u: fit Eq. 3")
     cmd.add_argument(
         "--force",
