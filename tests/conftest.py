@@ -1,7 +1,19 @@
-"""Shared fixtures: float64 mode for exactness tests, and an explicit PRNG key."""
+"""Shared fixtures: float64 mode for exactness tests, and an explicit PRNG key.
 
-import jax
-import pytest
+The suite compiles many small programs and runs each briefly, so XLA's CPU backend is asked for
+its cheapest optimisation level (about half the compile time; the same numerics up to
+floating-point reassociation). Set before JAX is imported, and inherited by the subprocess
+tests; benchmarks and experiments run with XLA's defaults.
+"""
+
+import os
+
+os.environ["XLA_FLAGS"] = " ".join(
+    filter(None, [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"])
+)
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 
 @pytest.fixture

@@ -152,7 +152,8 @@ _MULTI_DEVICE = textwrap.dedent(
 
 
 def test_seed_axis_shards_over_four_host_devices():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    env = {**os.environ, "XLA_FLAGS": flags.strip()}
     env["JAX_PLATFORMS"] = "cpu"
     here = os.path.dirname(__file__)
     done = subprocess.run(
