@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Configs whose reports are committed under results/NAME.
-REPORTS := demo ivae icebeem depth segments samples dimension
+REPORTS := demo ivae icebeem depth segments samples dimension mixings
 
 .PHONY: demo results test clean
 
