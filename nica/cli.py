@@ -364,17 +364,12 @@ def _add_fit_parser(commands) -> None:
     )
     for flag, metavar, kind, text in _CONFIG_OPTIONS[3:]:
         _add_config_option(cmd, defaults, flag, metavar, kind, text)
-    cmd.add_argument("--unconditional", action="store_true", help="ignore u: fit Eq. 3")
-    cmd.add_argument(
-        "--force",
-        action="store_true",
-        help="replace the outputs of an earlier fit in --out (refused without it)",
-    )
-    cmd.add_argument(
-        "--quiet",
-        action="store_true",
-        help="no progress bars, only a line at start and end (also when stderr is not a terminal)",
-    )
+    for flag, text in (
+        ("--unconditional", "ignore u: fit Eq. 3"),
+        ("--force", "replace the outputs of an earlier fit in --out (refused without it)"),
+        ("--quiet", "no progress bars, only a line at start and end (also without a terminal)"),
+    ):
+        cmd.add_argument(flag, action="store_true", help=text)
     cmd.set_defaults(handler=_fit)
 
 
@@ -421,16 +416,11 @@ def _add_run_parser(commands) -> None:
         metavar="S",
         help="run only these seeds (e.g. one share per host); default: the config's seeds",
     )
-    cmd.add_argument(
-        "--sequential",
-        action="store_true",
-        help="fit seeds one after another (default: together, vmapped over devices)",
-    )
-    cmd.add_argument(
-        "--quiet",
-        action="store_true",
-        help="only a line at start and end (without a terminal: no bars, a line per cell)",
-    )
+    for flag, text in (
+        ("--sequential", "fit seeds one after another (default: together, vmapped over devices)"),
+        ("--quiet", "only a line at start and end (without a terminal: no bars, a line per cell)"),
+    ):
+        cmd.add_argument(flag, action="store_true", help=text)
     cmd.set_defaults(handler=_run)
 
 

@@ -142,15 +142,8 @@ def coordinate_dense(z: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Ar
     The backward pass returns, for the kernel, the gradient with respect to ``E`` in
     ``W (I + E)`` at ``E = 0``: ``W^T G_W = Y0^T Delta`` (``Y0 = z W``, O(B D^2)); for the bias
     its ordinary gradient ``1^T Delta``. Only meaningful with an optimizer wrapped by
-    :func:`in_relative_coordinates`, which maps the update back to ``W``.
-
-    Args:
-      z: layer inputs, shape ``(batch, dim)``.
-      kernel: square weight matrix ``W``, shape ``(dim, dim)`` (row convention).
-      bias: shape ``(dim,)``.
-
-    Returns:
-      Pre-activations, shape ``(batch, dim)``.
+    :func:`in_relative_coordinates`, which maps the update back to ``W``. Arguments and shapes
+    as :func:`relative_dense`: ``(batch, dim), (dim, dim), (dim,) -> (batch, dim)``.
     """
     return z @ kernel + bias
 

@@ -92,10 +92,8 @@ def test_network_relative_gradient_equals_formula_in_every_layer(dim, batch, pri
     relative = _grads(model, x, "relative")
     inner = 0.0
     for k, layer in enumerate(model.demixer.layers):
-        g_w = ordinary["demixer"]["layers"][k]["kernel"][...]
-        g_b = ordinary["demixer"]["layers"][k]["bias"][...]
-        r_w = relative["demixer"]["layers"][k]["kernel"][...]
-        r_b = relative["demixer"]["layers"][k]["bias"][...]
+        g_w, g_b = _layer_params(ordinary, k)
+        r_w, r_b = _layer_params(relative, k)
         e_w, e_b = relative_gradient_reference(layer.kernel[...], layer.bias[...], g_w, g_b)
         assert _rel_err(r_w, e_w) < 1e-10, f"layer {k} kernel"
         assert _rel_err(r_b, e_b) < 1e-10, f"layer {k} bias"
