@@ -232,16 +232,35 @@ def _fit(args) -> int:
     try:
         remove_fit_outputs(out)
         write_json(out / "config.json", resolved)
-        metrics = write_fit_outputs(out, fitted, data, fitted.transform(data.x), {"wall_s": wall})
+        extra = {"wall_s": wall, **_truth_gap(args.data, fitted, conditional)}
+        metrics = write_fit_outputs(out, fitted, data, fitted.transform(data.x), extra)
     except KeyboardInterrupt:
         raise _Interrupted(
             f"the outputs in {out} are incomplete; run again with --force to replace them"
         ) from None
     summary = f"val NLL {metrics['val_nll']:.4f}"
+    if "nll_gap" in metrics:
+        summary += f", NLL gap to the true model {metrics['nll_gap']:.3f} nats"
     if "mcc_pearson" in metrics:
         summary += f", MCC {metrics['mcc_pearson']:.4f} (Spearman {metrics['mcc_spearman']:.4f})"
     _status(f"nica fit: done in {wall:.1f} s, {summary}; wrote {out}")
     return 0
+
+
+def _truth_gap(path, fitted, conditional: bool) -> dict:
+    """``test_nll``, ``true_nll``, ``nll_gap`` (``synthetic.truth.nll_gap``) when the file is a
+    synthetic dataset that carries its mixing and source parameters; else nothing."""
+    from synthetic.dataset import load_dataset
+    from synthetic.truth import nll_gap
+
+    dataset = load_dataset(path)
+    if dataset.mixing is None or dataset.u is None or dataset.u.ndim != 1:
+        return {}
+    seed = 10_000 + int((dataset.config or {}).get("seed", 0))
+    try:
+        return nll_gap(fitted, dataset, seed=seed, conditional=conditional)
+    except ValueError:  # no recorded source parameters: the truth's density is unknown
+        return {}
 
 
 def _transform(args) -> int:

@@ -204,7 +204,9 @@ def _refreshing(paths: list[Path], progress: Callable | None) -> Callable:
 def _fit_group(config: ExperimentConfig, model: str, datasets: list, seeds: list[int], progress):
     """Fits ``model`` to each dataset (one per seed) together; one dict per seed with
     ``s_hat`` (None if diverged), ``history``, ``val_nll``, ``error`` and, for the nica
-    models, the held-out NLL gap to the true model (:func:`_nll_gap`)."""
+    models, the held-out NLL gap to the true model (``synthetic.truth.nll_gap``)."""
+    from synthetic.truth import nll_gap
+
     if model == "fastica":
         from sklearn.decomposition import FastICA
 
@@ -223,27 +225,10 @@ def _fit_group(config: ExperimentConfig, model: str, datasets: list, seeds: list
         r = f.result
         fit = {"history": r.history, "val_nll": r.best_val_nll, "error": r.diverged}
         if r.diverged is None:
-            fit.update(s_hat=f.transform(d.x), **_nll_gap(f, d, seed, conditional))
+            gap = nll_gap(f, d, seed=_TEST_SEED + seed, conditional=conditional)
+            fit.update(s_hat=f.transform(d.x), **gap)
         fits.append(fit)
     return fits
-
-
-def _nll_gap(fitted, dataset, seed: int, conditional: bool) -> dict:
-    """Held-out NLL of the fit and of the true model (exact inverse of the mixing with its own
-    source densities), nats per sample in the units of ``x``, on fresh samples of the true
-    model; ``nll_gap`` = fit - true (about the KL divergence; >= 0 up to sampling noise). The
-    unconditional fit is compared with the true marginal over segments."""
-    from synthetic.truth import sample_from_truth, true_log_likelihood
-    from synthetic.truth import true_marginal_log_likelihood as marginal
-
-    test = sample_from_truth(_TEST_SEED + seed, dataset)
-    if conditional:
-        fit = -float(fitted.log_likelihood(test.x, test.u).mean())
-        true = -float(true_log_likelihood(dataset, test.x, test.u).mean())
-    else:
-        fit = -float(fitted.log_likelihood(test.x).mean())
-        true = -float(marginal(dataset, test.x).mean())
-    return {"test_nll": fit, "true_nll": true, "nll_gap": fit - true}
 
 
 def _fit_cells(

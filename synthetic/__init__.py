@@ -38,6 +38,7 @@ from synthetic.sources import (
 )
 from synthetic.toy2d import TOY2D, sample_toy2d
 from synthetic.truth import (
+    nll_gap,
     sample_from_truth,
     source_params,
     true_log_likelihood,
@@ -71,6 +72,7 @@ __all__ = [
     "make_preset",
     "random_matrix",
     "random_mixing",
+    "nll_gap",
     "sample_from_truth",
     "sample_segment_sources",
     "sample_toy2d",

@@ -86,6 +86,9 @@ def test_fit_writes_every_output_and_transform_reloads(tiny_file, tmp_path, caps
     for key in ("train_nll", "val_nll", "wall_s", "epochs_run", "mcc_pearson", "mcc_spearman"):
         assert np.isfinite(metrics[key]), key
     assert 0 < metrics["mcc_pearson"] <= 1 and metrics["epochs_run"] == 3
+    # A synthetic file carries its mixing: the held-out NLL gap to the true model is reported.
+    assert metrics["nll_gap"] == pytest.approx(metrics["test_nll"] - metrics["true_nll"])
+    assert "NLL gap to the true model" in err[1]
     restarts = metrics["restarts"]  # the default tries 8 initialisations and keeps the best
     assert len(restarts["val_nll"]) == nica.FitConfig().restarts == 8
     assert restarts["val_nll"][restarts["chosen"]] == min(restarts["val_nll"])

@@ -59,10 +59,10 @@ def test_every_config_runs_at_smoke_size(name, tmp_path):
 
 
 def test_nll_gap_is_zero_for_the_true_model_and_positive_for_a_worse_one():
-    """The harness's gap: a stand-in 'fit' whose likelihood is the truth's has gap 0 (conditional
-    and marginal), and a fit whose density is the truth's blurred by a scale has gap > 0."""
+    """synthetic.truth.nll_gap (used by the harness and nica fit): a stand-in 'fit' whose
+    likelihood is the truth's has gap 0 (conditional and marginal); a worse one has gap > 0."""
     from synthetic import make_preset
-    from synthetic.truth import true_log_likelihood, true_marginal_log_likelihood
+    from synthetic.truth import nll_gap, true_log_likelihood, true_marginal_log_likelihood
 
     data = make_preset("tiny", 3)
 
@@ -79,12 +79,12 @@ def test_nll_gap_is_zero_for_the_true_model_and_positive_for_a_worse_one():
             return ll - self.blur * (1 + np.abs(x).sum(1))
 
     for conditional in (True, False):
-        exact = experiment._nll_gap(Truth(), data, 0, conditional)
+        exact = nll_gap(Truth(), data, seed=0, conditional=conditional)
         assert exact["nll_gap"] == pytest.approx(0.0, abs=1e-12)
-        worse = experiment._nll_gap(Truth(0.1), data, 0, conditional)
+        worse = nll_gap(Truth(0.1), data, seed=0, conditional=conditional)
         assert worse["nll_gap"] > 0.1
-    conditional = experiment._nll_gap(Truth(), data, 0, True)
-    marginal = experiment._nll_gap(Truth(), data, 0, False)
+    conditional = nll_gap(Truth(), data, seed=0, conditional=True)
+    marginal = nll_gap(Truth(), data, seed=0, conditional=False)
     assert conditional["true_nll"] < marginal["true_nll"]  # u carries information
 
 
