@@ -227,11 +227,10 @@ def make_epoch_fn(
     return epoch
 
 
-def _over_runs(fn: Callable, n_run_args: int) -> Callable:
+def _over_runs(fn: Callable, n_run_args: int, n_data_args: int) -> Callable:
     """``vmap`` over ``(seeds, restarts)``: the first ``n_run_args`` arguments have both axes;
-    the rest (data) only the seed axis and are broadcast over restarts."""
-    n_data = fn.__code__.co_argcount - n_run_args
-    inner = jax.vmap(fn, in_axes=(0,) * n_run_args + (None,) * n_data)
+    the next ``n_data_args`` (data) only the seed axis and are broadcast over restarts."""
+    inner = jax.vmap(fn, in_axes=(0,) * n_run_args + (None,) * n_data_args)
     return jax.vmap(inner, in_axes=0)
 
 
@@ -369,8 +368,8 @@ def _compile(graphdef, rest, optimizer, gradient, batch_size) -> _Program:
 
     both = lambda f: jax.vmap(jax.vmap(f))  # noqa: E731
     return _Program(
-        jax.jit(_over_runs(epoch, 3), donate_argnums=(0, 1)),
-        jax.jit(_over_runs(make_nll_fn(graphdef, rest), 1)),
+        jax.jit(_over_runs(epoch, 3, 2), donate_argnums=(0, 1)),
+        jax.jit(_over_runs(make_nll_fn(graphdef, rest), 1, 2)),
         jax.jit(both(logdet)),
         jax.jit(both(optimizer.init)),
         jax.jit(both(lambda k: tuple(jax.random.split(k)))),
