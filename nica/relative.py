@@ -236,6 +236,12 @@ def in_relative_coordinates(
       The wrapped transformation; its ``update`` needs ``params``.
     """
 
+    if getattr(optimizer.update, "in_relative_coordinates", False):
+        raise ValueError(
+            "the optimizer is already wrapped by in_relative_coordinates; pass the bare "
+            "optimizer (the relative_coords mode wraps it once)"
+        )
+
     def update(updates, state, params=None):
         if params is None:
             raise ValueError("in_relative_coordinates needs params in update()")
@@ -247,4 +253,5 @@ def in_relative_coordinates(
 
         return jax.tree.map(map_back, mask, updates, params), state
 
+    update.in_relative_coordinates = True  # marks the wrapped transformation
     return optax.GradientTransformation(optimizer.init, update)

@@ -232,6 +232,19 @@ def test_relative_coordinates_need_params_with_square_kernels():
         tx.update(grads, tx.init(grads), grads)
 
 
+def test_relative_coordinates_refuse_an_optimizer_wrapped_twice():
+    """A pre-wrapped optimizer handed to the trainer would map W U back twice: refused."""
+    from nica.relative import in_relative_coordinates
+
+    wrapped = in_relative_coordinates(optax.adam(1e-3))
+    with pytest.raises(ValueError, match="already wrapped"):
+        in_relative_coordinates(wrapped)
+    model = _model(3, depth=2, prior="laplace", seed=0, dtype=jnp.float32)
+    graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+    with pytest.raises(ValueError, match="already wrapped"):
+        make_epoch_fn(graphdef, rest, wrapped, gradient="relative_coords", batch_size=4)
+
+
 def test_relative_coordinates_map_back_only_square_kernels_whatever_their_path(x64):
     """The mask comes from the variable type: a SquareKernel anywhere is mapped back, an
     nnx.Param named 'kernel' (a conditioning MLP) is not."""
