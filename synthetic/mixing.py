@@ -14,6 +14,10 @@ that says how ``n_layers`` maps to matrices and activations:
   applied *before* each, ``x = sigma(... sigma(s) @ A_1 ...) @ A_{L-1}``; needs
   ``n_layers >= 2``.
 
+With ``shared_matrix=True`` one matrix is drawn and used in every layer (the convention of
+iVAE's own data code, ``repeat_linearity=True`` in its ``generate_data``): the layers differ only
+in where the activation sits. By default every layer draws its own matrix.
+
 Matrix families: ``"uniform"`` draws entries from U(-1, 1), normalises each column to unit L2
 norm and redraws until the condition number is at most a threshold (by default the 25th
 percentile of the condition numbers of 10^4 such draws, computed once per dimension with a
@@ -608,6 +612,7 @@ def random_mixing(
     convention: Literal["ivae", "tcl", "icebeem"] = "ivae",
     cond_threshold: float | None = None,
     n_threshold_draws: int = 10_000,
+    shared_matrix: bool = False,
 ) -> Mixing:
     """Draws a random invertible MLP mixing.
 
@@ -621,6 +626,8 @@ def random_mixing(
         convention: ``"ivae"``, ``"tcl"`` or ``"icebeem"`` (see the module docstring).
         cond_threshold: condition bound for uniform matrices (``None``: cached 25th percentile).
         n_threshold_draws: draws used to estimate the default threshold.
+        shared_matrix: draw one matrix and use it in every layer (iVAE's code); otherwise
+            each layer draws its own.
 
     Returns:
         The :class:`Mixing`.
@@ -649,8 +656,10 @@ def random_mixing(
             cond_threshold=cond_threshold,
             n_threshold_draws=n_threshold_draws,
         )
-        for _ in range(n_matrices)
+        for _ in range(1 if shared_matrix else n_matrices)
     ]
+    if shared_matrix:
+        matrices = [matrices[0]] * n_matrices
     return Mixing(
         matrices=tuple(matrices),
         activation=activation,

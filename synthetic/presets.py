@@ -8,7 +8,12 @@
   iVAE's code; its dataset-creation script defaults to Gaussian), 3-layer leaky-ReLU (0.2) MLP in
   the iVAE convention (activation after every matrix but the last), uniform column-normalised
   matrices under the 25th-percentile condition threshold. Deviation: iVAE's code reuses one
-  matrix for every layer when the dimensions agree; we draw each layer's matrix independently.
+  matrix for every layer when the dimensions agree; we draw each layer's matrix independently
+  (``"ivae-original"`` below follows iVAE's code).
+* ``"ivae-original"`` -- the recipe of iVAE's own default config (``configs/ivae.yaml``): 5
+  Gaussian sources with std ~ U(0.5, 3) per segment, 40 segments x 1000 points, 3 layers of
+  xtanh (``tanh(x) + 0.1 x``) in the iVAE convention, and *one* uniform matrix reused in every
+  layer (``shared_matrix``), as its ``generate_data(repeat_linearity=True)`` does.
 * ``"icebeem-l2"`` / ``"icebeem-l4"`` -- ICE-BeeM's TCL simulation (Khemakhem et al., 2020b,
   ``gen_TCL_data_ortho``): 5 Gaussian sources, 20 segments x 1000 points, per-segment std
   ~ U(0.01, 3), Haar-orthogonal matrices, leaky ReLU 0.2 applied *before* each of the
@@ -54,6 +59,7 @@ class SyntheticConfig:
         n_threshold_draws: draws used to estimate the uniform family's condition threshold.
         description: one-line human description.
         df: Student-t degrees of freedom (used only by ``distribution="student_t"``).
+        shared_matrix: one matrix reused in every layer (iVAE's code) instead of one per layer.
     """
 
     n_sources: int
@@ -70,6 +76,7 @@ class SyntheticConfig:
     n_threshold_draws: int = 10_000
     description: str = ""
     df: float = 5.0
+    shared_matrix: bool = False
 
     @property
     def n_samples(self) -> int:
@@ -106,6 +113,20 @@ PRESETS: dict[str, SyntheticConfig] = {
         distribution="gaussian",
         scale_range=(0.01, 3.0),
         description="ICE-BeeM TCL: D=5, 20x1000, Gaussian std~U(0.01,3), L=4, orthogonal",
+    ),
+    "ivae-original": SyntheticConfig(
+        n_sources=5,
+        n_segments=40,
+        samples_per_segment=1000,
+        n_layers=3,
+        activation="xtanh",
+        slope=0.1,
+        distribution="gaussian",
+        shared_matrix=True,
+        description=(
+            "iVAE's own recipe: D=5, 40x1000, Gaussian std~U(0.5,3), 3-layer xtanh,"
+            " one uniform matrix in every layer"
+        ),
     ),
     "tiny": SyntheticConfig(
         n_sources=2,
@@ -163,6 +184,7 @@ def generate_dataset(seed: int | np.random.Generator, config: SyntheticConfig) -
         family=config.family,
         convention=config.convention,
         n_threshold_draws=config.n_threshold_draws,
+        shared_matrix=config.shared_matrix,
     )
     record = dataclasses.asdict(config)
     record["source_params"] = params.to_dict()
