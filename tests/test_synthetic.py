@@ -299,6 +299,7 @@ def test_checkerboard_only_fills_black_cells():
 
 PRESET_SIZES = {
     "ivae": (40, 1000, 5, 3),
+    "ivae-original": (40, 1000, 5, 3),
     "icebeem-l2": (20, 1000, 5, 2),
     "icebeem-l4": (20, 1000, 5, 4),
     "tiny": (5, 100, 2, 2),
