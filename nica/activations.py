@@ -46,6 +46,7 @@ __all__ = [
     "LeakyReLU",
     "LeakyTanh",
     "MonotoneMixture",
+    "MonotoneSpline",
     "SmoothLeakyReLU",
     "is_learnable",
     "make_activation",
@@ -214,18 +215,26 @@ class LeakyTanh:
 
 
 @jax.custom_jvp
-def _softplus_pair(u: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(softplus(u), softplus(-u))`` from one ``exp`` and one ``log1p``, accurate for all u."""
-    shared = jnp.log1p(jnp.exp(-jnp.abs(u)))
-    return jnp.maximum(u, 0.0) + shared, jnp.maximum(-u, 0.0) + shared
+def _logistic_parts(u: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(softplus(u), sigmoid(u), sigmoid(-u))`` from one ``exp``, one ``log1p`` and one
+    division, accurate for all ``u`` (no cancellation)."""
+    e = jnp.exp(-jnp.abs(u))
+    inv = 1.0 / (1.0 + e)
+    positive = u >= 0
+    return (
+        jnp.maximum(u, 0.0) + jnp.log1p(e),
+        jnp.where(positive, inv, e * inv),
+        jnp.where(positive, e * inv, inv),
+    )
 
 
-@_softplus_pair.defjvp
-def _softplus_pair_jvp(primals, tangents):
-    # The derivative of max and abs at u = 0 is ambiguous; softplus' = sigmoid is not.
+@_logistic_parts.defjvp
+def _logistic_parts_jvp(primals, tangents):
+    # The derivatives of max and abs at u = 0 are ambiguous; those of softplus and sigmoid not.
     (u,), (du,) = primals, tangents
-    pos, neg = _softplus_pair(u)
-    return (pos, neg), (jnp.exp(-neg) * du, -jnp.exp(-pos) * du)
+    softplus, pos, neg = _logistic_parts(u)
+    slope = pos * neg * du
+    return (softplus, pos, neg), (pos * du, slope, -slope)
 
 
 def _knot_grid(knots: int, bound: float) -> np.ndarray:
@@ -251,10 +260,11 @@ class MonotoneMixture(nnx.Module):
         sigma(y) = w_0 y + sum_{k=1}^K (w_k - w_{k-1}) r_k(y),
         r_k(y) = (softplus(s(y - t_k)) - softplus(-s t_k)) / s.
 
-    ``log sigma'`` is a log-sum-exp of ``log w_j + log phi_j`` (log-sigmoids), finite and
-    accurate for any parameters. The inverse is :func:`monotone_inverse` with the per-unit slope
-    bound ``min_j w_j`` and centre 0. Inputs have shape ``(..., dim)``; every unit (last axis)
-    has its own ``K + 1`` slopes.
+    ``sigma'`` is evaluated as that sum of positive terms, with the product form of ``phi_j`` and
+    one shared ``exp`` per knot for ``softplus`` and both sigmoids (no cancellation): accurate
+    for any parameters and a few transcendental operations per knot. The inverse is
+    :func:`monotone_inverse` with the per-unit slope bound ``min_j w_j`` and centre 0. Inputs
+    have shape ``(..., dim)``; every unit (last axis) has its own ``K + 1`` slopes.
 
     Args:
       dim: number of units ``D``.
@@ -294,35 +304,39 @@ class MonotoneMixture(nnx.Module):
         # Static metadata (plain floats): identical for every initialisation key.
         self.knots = tuple(float(t) for t in grid)
         self.sharpness = float(sharpness)
-        # log(1 - exp(-s (t_{j+1} - t_j))) for the interior intervals.
-        self._log_width = tuple(float(v) for v in np.log(-np.expm1(-sharpness * np.diff(grid))))
+        # 1 - exp(-s (t_{j+1} - t_j)) for the interior intervals.
+        self._width = tuple(float(v) for v in -np.expm1(-sharpness * np.diff(grid)))
         self._offsets = tuple(float(v) for v in np.logaddexp(0.0, -sharpness * grid))
         middles = np.concatenate([[-bound], 0.5 * (grid[1:] + grid[:-1]), [bound]])
         log_init = np.log(init_tail_slope) * np.minimum(np.abs(middles) / bound, 1.0)
         self.log_slopes = nnx.Param(jnp.asarray(np.tile(log_init, (dim, 1)), param_dtype))
 
     def _pieces(self, y):
-        """``(slopes (dim, K+1), u = s (y - t) (..., dim, K), softplus(u), softplus(-u))``."""
+        """``(slopes w (dim, K+1), softplus(u), sigmoid(u), sigmoid(-u))``, ``u = s (y - t)``
+        of shape ``(..., dim, K)``."""
         log_w = self.log_slopes[...]
         dtype = jnp.result_type(y, log_w)
         u = self.sharpness * (y[..., None].astype(dtype) - jnp.asarray(self.knots, dtype))
-        return log_w.astype(dtype), u, *_softplus_pair(u)
+        return jnp.exp(log_w.astype(dtype)), *_logistic_parts(u)
 
     def value(self, y: jax.Array) -> jax.Array:
         """``sigma(y)``, shape ``(..., dim)`` -> ``(..., dim)``."""
-        log_w, _, sp_pos, _ = self._pieces(y)
-        w = jnp.exp(log_w)
+        w, softplus, _, _ = self._pieces(y)
         offsets = jnp.asarray(self._offsets, w.dtype)
-        ramps = ((w[:, 1:] - w[:, :-1]) * (sp_pos - offsets)).sum(axis=-1) / self.sharpness
+        ramps = ((w[:, 1:] - w[:, :-1]) * (softplus - offsets)).sum(axis=-1) / self.sharpness
         return w[:, 0] * y + ramps
+
+    def derivative(self, y: jax.Array) -> jax.Array:
+        """``sigma'(y) = sum_j w_j phi_j(y)`` (positive terms), ``(..., dim) -> (..., dim)``."""
+        w, _, pos, neg = self._pieces(y)
+        # phi_j = sigmoid(u_j) sigmoid(-u_{j+1}) (1 - exp(-s (t_{j+1} - t_j))): no cancellation.
+        interior = pos[..., :-1] * neg[..., 1:] * jnp.asarray(self._width, w.dtype)
+        phi = jnp.concatenate([neg[..., :1], interior, pos[..., -1:]], axis=-1)
+        return (w * phi).sum(axis=-1)
 
     def log_derivative(self, y: jax.Array) -> jax.Array:
         """``log sigma'(y)``, shape ``(..., dim)`` -> ``(..., dim)``."""
-        log_w, _, sp_pos, sp_neg = self._pieces(y)
-        # log sigmoid(u) = -softplus(-u); log sigmoid(-u) = -softplus(u).
-        interior = -sp_neg[..., :-1] - sp_pos[..., 1:] + jnp.asarray(self._log_width, log_w.dtype)
-        log_phi = jnp.concatenate([-sp_pos[..., :1], interior, -sp_neg[..., -1:]], axis=-1)
-        return jax.nn.logsumexp(log_w + log_phi, axis=-1)
+        return jnp.log(self.derivative(y))
 
     def min_slope(self) -> jax.Array:
         """The per-unit lower bound ``min_j w_j`` of ``sigma'``, shape ``(dim,)``."""
@@ -332,7 +346,115 @@ class MonotoneMixture(nnx.Module):
         """``sigma^{-1}(z)`` by safeguarded Newton, shape ``(..., dim)`` -> ``(..., dim)``."""
         return monotone_inverse(
             self.value,
-            lambda x: jnp.exp(self.log_derivative(x)),
+            self.derivative,
+            z,
+            slope_min=self.min_slope().astype(z.dtype),
+            centre=0.0,
+            iterations=80,
+        )
+
+
+class MonotoneSpline(nnx.Module):
+    """Learnable, strictly increasing activation: a positive linear spline as its derivative.
+
+    With ``K`` knots ``t_k = -bound + k h`` (``h = 2 bound / (K - 1)``) and, per unit, slopes
+    ``v_k = exp(log_slopes[k]) > 0`` at the knots:
+
+        sigma'(y) = sum_k v_k hat_k(m),   m = clip((y - t_0) / h, 0, K - 1),
+        hat_k(m) = max(0, 1 - |m - k|),
+
+    the linear interpolation of the slopes between knots, constant (``v_0``, ``v_{K-1}``) in the
+    tails. The hats are a partition of unity, so ``sigma'`` is a positive combination with
+    ``min_k v_k <= sigma' <= max_k v_k``: monotone for any parameters and accurate (no
+    cancellation). Its integral with ``sigma(0) = 0`` is a C^1 quadratic spline with linear
+    tails. Only the interval holding ``y`` is evaluated (two slopes and a cumulative sum looked
+    up per element), so the cost per element does not grow with ``K`` and there is no
+    transcendental function but the final ``log``. It contains
+    leaky-ReLU shapes of any slope ratio (smoothed over one knot spacing), odd expansive and
+    compressive shapes. The inverse is :func:`monotone_inverse` (per-unit slope bound
+    ``min_k v_k``, centre 0). Inputs have shape ``(..., dim)``; each unit (last axis) has its
+    own ``K`` slopes.
+
+    Args:
+      dim: number of units ``D``.
+      knots: ``K >= 2``, knots per unit; ``D K`` parameters in all.
+      bound: knots span ``[-bound, bound]``. Pre-activations of standardised data are O(1).
+      init_tail_slope: initial slope at and beyond ``|y| = bound``; the initial slopes
+        interpolate geometrically from 1 at the centre. 1 (default) starts at the identity.
+      param_dtype: dtype of ``log_slopes``.
+
+    Attributes:
+      log_slopes: ``nnx.Param`` of shape ``(dim, knots)``, ``log v``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        knots: int = 17,
+        bound: float = 4.0,
+        init_tail_slope: float = 1.0,
+        param_dtype=jnp.float32,
+    ):
+        if dim < 1 or knots < 2:
+            raise ValueError(f"MonotoneSpline needs dim >= 1 and knots >= 2, got {dim}, {knots}")
+        if not (bound > 0 and init_tail_slope > 0):
+            raise ValueError(
+                f"MonotoneSpline bound and init_tail_slope must be > 0, got {bound}, "
+                f"{init_tail_slope}"
+            )
+        grid = np.linspace(-bound, bound, knots)
+        # Static metadata (plain floats): identical for every initialisation key.
+        self.start = float(-bound)
+        self.spacing = float(grid[1] - grid[0])
+        self.last = float(knots - 1)
+        log_init = np.log(init_tail_slope) * np.minimum(np.abs(grid) / bound, 1.0)
+        self.log_slopes = nnx.Param(jnp.asarray(np.tile(log_init, (dim, 1)), param_dtype))
+
+    def _locate(self, y):
+        """Slopes around ``y`` and the integral up to it: ``(v_i, v_{i+1}, C_i, frac, a)``, each
+        of shape ``(..., dim)``, with ``i = min(floor(m), K - 2)``, ``frac = m - i`` and
+        ``C_i = sigma(t_i) - sigma(t_0)`` (trapezoids of the slopes: positive terms)."""
+        log_v = self.log_slopes[...]
+        dtype = jnp.result_type(y, log_v)
+        v = jnp.exp(log_v.astype(dtype)).T  # (K, dim)
+        a = (y.astype(dtype) - self.start) / self.spacing
+        m = jnp.clip(a, 0.0, self.last)
+        i = jnp.minimum(jnp.floor(m), self.last - 1).astype(jnp.int32)
+        units = jnp.arange(v.shape[1])
+        trapezoids = 0.5 * self.spacing * (v[1:] + v[:-1])
+        cumulative = jnp.concatenate([jnp.zeros_like(v[:1]), jnp.cumsum(trapezoids, axis=0)])
+        return v[i, units], v[i + 1, units], cumulative[i, units], m - i, a, v
+
+    def _raw_value(self, y):
+        """``sigma(y) - sigma(t_0)``, shape ``(..., dim)``."""
+        v_i, v_next, c_i, frac, a, v = self._locate(y)
+        inner = c_i + self.spacing * frac * (v_i + 0.5 * (v_next - v_i) * frac)
+        tails = v[0] * jnp.minimum(a, 0.0) + v[-1] * jnp.maximum(a - self.last, 0.0)
+        return inner + self.spacing * tails
+
+    def value(self, y: jax.Array) -> jax.Array:
+        """``sigma(y)``, shape ``(..., dim)`` -> ``(..., dim)``."""
+        return self._raw_value(y) - self._raw_value(jnp.zeros(y.shape[-1:], y.dtype))
+
+    def derivative(self, y: jax.Array) -> jax.Array:
+        """``sigma'(y) = (1 - frac) v_i + frac v_{i+1}``, ``(..., dim) -> (..., dim)``."""
+        v_i, v_next, _, frac, _, _ = self._locate(y)
+        return (1.0 - frac) * v_i + frac * v_next
+
+    def log_derivative(self, y: jax.Array) -> jax.Array:
+        """``log sigma'(y)``, shape ``(..., dim)`` -> ``(..., dim)``."""
+        return jnp.log(self.derivative(y))
+
+    def min_slope(self) -> jax.Array:
+        """The per-unit lower bound ``min_k v_k`` of ``sigma'``, shape ``(dim,)``."""
+        return jnp.exp(self.log_slopes[...].min(axis=-1))
+
+    def inverse(self, z: jax.Array) -> jax.Array:
+        """``sigma^{-1}(z)`` by safeguarded Newton, shape ``(..., dim)`` -> ``(..., dim)``."""
+        return monotone_inverse(
+            self.value,
+            self.derivative,
             z,
             slope_min=self.min_slope().astype(z.dtype),
             centre=0.0,
@@ -346,6 +468,7 @@ ACTIVATIONS: dict[str, type] = {
     "leaky_tanh": LeakyTanh,
     "identity": Identity,
     "monotone_mixture": MonotoneMixture,
+    "monotone_spline": MonotoneSpline,
 }
 
 

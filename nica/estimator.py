@@ -172,6 +172,10 @@ def _activation_kwargs(config: FitConfig) -> dict:
             "sharpness": config.activation_sharpness,
             "init_tail_slope": config.activation_tail_slope,
         },
+        "monotone_spline": {
+            "knots": config.activation_knots,
+            "init_tail_slope": config.activation_tail_slope,
+        },
     }.get(config.activation, {})
 
 

@@ -13,6 +13,7 @@ from nica.activations import (
     ACTIVATIONS,
     LeakyTanh,
     MonotoneMixture,
+    MonotoneSpline,
     is_learnable,
     make_activation,
 )
@@ -30,7 +31,11 @@ CASES = {
     "leaky_tanh_0.1": ("leaky_tanh", {"beta": 0.1}),
     "leaky_tanh_1": ("leaky_tanh", {"beta": 1.0}),
     "monotone_mixture_4_sharp_knots": ("monotone_mixture", {"knots": 4, "sharpness": 20.0}),
+    "monotone_spline_6_knots": ("monotone_spline", {"knots": 6}),
 }
+
+# The learnable families, with the slope count per unit of their default configuration.
+LEARNABLE = {"monotone_mixture": (MonotoneMixture, 10), "monotone_spline": (MonotoneSpline, 17)}
 
 
 def test_every_registered_activation_is_covered():
@@ -104,9 +109,10 @@ def test_strictly_increasing(case, x64):
 SCALES = np.repeat([0.5, 2.0, 4.0], 2)
 
 
-def test_monotone_mixture_is_monotone_and_exact_for_any_parameters(x64):
+@pytest.mark.parametrize("family", LEARNABLE)
+def test_learnable_is_monotone_and_exact_for_any_parameters(family, x64):
     dim = len(SCALES)
-    graphdef, params = nnx.split(MonotoneMixture(dim, param_dtype=jnp.float64))
+    graphdef, params = nnx.split(LEARNABLE[family][0](dim, param_dtype=jnp.float64))
     noise = np.random.default_rng(1).normal(size=params["log_slopes"].shape)
     params["log_slopes"][...] = jnp.asarray(noise * SCALES[:, None])
     y = jnp.asarray(np.linspace(-40, 40, 1001)[:, None] * np.ones(dim))
@@ -138,13 +144,15 @@ def test_monotone_mixture_is_monotone_and_exact_for_any_parameters(x64):
     np.testing.assert_allclose(again[:, 0], y[:, 0], atol=1e-12)
 
 
-def test_monotone_mixture_initialisation(x64):
+@pytest.mark.parametrize("family", LEARNABLE)
+def test_learnable_initialisation(family, x64):
+    cls, n_slopes = LEARNABLE[family]
     y = jnp.asarray(np.linspace(-30, 30, 121)[:, None] * np.ones(2))
-    identity = MonotoneMixture(2, param_dtype=jnp.float64)
-    assert identity.log_slopes[...].shape == (2, 10)
+    identity = cls(2, param_dtype=jnp.float64)
+    assert identity.log_slopes[...].shape == (2, n_slopes)
     np.testing.assert_allclose(jax.jit(identity.value)(y), y, atol=1e-12)
     np.testing.assert_allclose(jax.jit(identity.log_derivative)(y), 0.0, atol=1e-12)
-    expansive = MonotoneMixture(2, init_tail_slope=5.0, param_dtype=jnp.float64)
+    expansive = cls(2, init_tail_slope=5.0, param_dtype=jnp.float64)
     slopes = jnp.exp(jax.jit(expansive.log_derivative)(jnp.asarray([[-30.0, 30.0], [0, 0]])))
     np.testing.assert_allclose(slopes[0], [5.0, 5.0], rtol=1e-10)
     assert bool(jnp.all(slopes[1] < 1.3))  # near 1 at the centre
@@ -187,10 +195,11 @@ INVERSE_MIXINGS = {
 }
 
 
-def test_monotone_mixture_fits_inverse_mixings(x64):
+@pytest.mark.parametrize("family", LEARNABLE)
+def test_learnable_fits_inverse_mixings(family, x64):
     z = jnp.linspace(-4.0, 4.0, 401)
     targets = jnp.stack([fn(z) for fn, _ in INVERSE_MIXINGS.values()], axis=1)
-    act = MonotoneMixture(len(INVERSE_MIXINGS), param_dtype=jnp.float64)
+    act = LEARNABLE[family][0](len(INVERSE_MIXINGS), param_dtype=jnp.float64)
     fitted = jax.jit(_fit_units)(act, z[:, None] * jnp.ones(len(INVERSE_MIXINGS)), targets)
     errors = jnp.abs(fitted - targets).max(axis=0) / jnp.ptp(targets, axis=0)
     bars = jnp.asarray([bar for _, bar in INVERSE_MIXINGS.values()])
@@ -212,5 +221,9 @@ def test_bad_names_and_parameters_raise_clear_errors():
         MonotoneMixture(3, knots=0)
     with pytest.raises(ValueError, match="sharpness and init_tail_slope must be > 0"):
         MonotoneMixture(3, init_tail_slope=0.0)
+    with pytest.raises(ValueError, match="knots >= 2"):
+        MonotoneSpline(3, knots=1)
+    with pytest.raises(ValueError, match="init_tail_slope must be > 0"):
+        MonotoneSpline(3, init_tail_slope=-1.0)
     with pytest.raises(ValueError, match="unknown activation 'relu'"):
         is_learnable("relu")

@@ -19,6 +19,7 @@ ACTIVATION_CASES = {
     "leaky_tanh": ("leaky_tanh", {"beta": 0.1}),
     "identity": ("identity", {}),
     "monotone_mixture": ("monotone_mixture", {}),
+    "monotone_spline": ("monotone_spline", {"knots": 7}),
 }
 
 
