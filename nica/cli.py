@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 import nica
+from nica.activations import ACTIVATIONS
 from nica.conditional import CONDITIONAL_FAMILIES
 from nica.data import check_labels, load_observations
 from nica.experiment import EXPERIMENTS, default_out
@@ -380,6 +381,14 @@ def _add_fit_parser(commands) -> None:
         default=defaults.gradient,
         help=f"training rule of the square layers, one of {', '.join(gradients)}; the "
         f"relative-gradient modes ({', '.join(relative)}) need no slogdet or inverse in a step",
+    )
+    cmd.add_argument(
+        "--activation",
+        metavar="NAME",
+        choices=list(ACTIVATIONS),
+        default=defaults.activation,
+        help=f"demixer activation, one of {', '.join(ACTIVATIONS)}; the learnable "
+        "monotone_spline and monotone_mixture presuppose no mixing nonlinearity",
     )
     for flag, metavar, kind, text in _CONFIG_OPTIONS[3:]:
         _add_config_option(cmd, defaults, flag, metavar, kind, text)
