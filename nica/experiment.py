@@ -41,7 +41,12 @@ __all__ = [
     "run_experiment",
 ]
 
-MODELS = ("conditional", "unconditional", "fastica")
+#: Every model ``nica run`` knows: nica's two, FastICA, and the baselines of ``nica.baselines``.
+MODELS = ("conditional", "unconditional", "fastica", "ivae", "tcl")
+#: The models of a config that names none.
+DEFAULT_MODELS = ("conditional", "unconditional", "fastica")
+#: The benchmark configs' models: nica's, FastICA and the baselines side by side.
+BENCHMARK_MODELS = (*DEFAULT_MODELS, "ivae", "tcl")
 RECOVERED_MCC = 0.95  # median Pearson MCC at which a report calls the sources recovered
 #: Version of the cell record; bump it when what a cell stores or means changes.
 RESULT_FORMAT = 3  # 3: cells hold the held-out NLL gap to the true model
@@ -50,16 +55,24 @@ CLAIM_TIMEOUT_S = 2 * 3600.0
 _CLAIM_REFRESH_S = 60.0  # a fitting process touches its claims at most this often
 FIGURES = ("mcc.png", "scatter.png", "training_curves.png")
 _FASTICA = {"whiten": "unit-variance", "max_iter": 1000}
+_NICA_MODELS = ("conditional", "unconditional")
 _TEST_SEED = 10_000  # fresh held-out samples of the true model use seed _TEST_SEED + data seed
+
+
+#: ``(model, field, value)`` triples: settings of a baseline's config (``nica.baselines``).
+ModelFit = tuple[tuple[str, str, object], ...]
 
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
-    """One data setting: a ``synthetic`` preset with overrides, shown as ``label``."""
+    """One data setting: a ``synthetic`` preset with overrides, shown as ``label``;
+    ``model_fit`` sets baseline fields for this setting only (e.g. ``(("tcl", "depth", 4),)``,
+    TCL's depth matched to the mixing's as ICE-BeeM runs it)."""
 
     label: str
     preset: str
     overrides: tuple[tuple[str, object], ...] = ()
+    model_fit: ModelFit = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +86,12 @@ class ExperimentConfig:
       settings: the data settings (the swept variable).
       sweep: name of the swept quantity (x axis of the MCC plot).
       seeds: data and fit seeds.
-      models: any of ``conditional``, ``unconditional``, ``fastica`` (needs scikit-learn).
+      models: any of :data:`MODELS`: ``conditional``, ``unconditional``, ``fastica`` (needs
+        scikit-learn), and the baselines ``ivae`` and ``tcl`` (``nica.baselines``; TCL's final
+        linear ICA needs scikit-learn).
       fit: ``FitConfig`` field overrides shared by the nica models.
+      model_fit: baseline config fields for every setting (``(model, field, value)``
+        triples; a setting's own ``model_fit`` wins).
       command: the command that regenerates the committed report (default
         ``nica run <name> --out results/<name>``), quoted in the report.
     """
@@ -84,8 +101,9 @@ class ExperimentConfig:
     settings: tuple[Setting, ...]
     sweep: str = "setting"
     seeds: tuple[int, ...] = (0, 1, 2)
-    models: tuple[str, ...] = MODELS
+    models: tuple[str, ...] = DEFAULT_MODELS
     fit: tuple[tuple[str, object], ...] = ()
+    model_fit: ModelFit = ()
     command: str | None = None
 
     @property
@@ -94,15 +112,28 @@ class ExperimentConfig:
         return self.command or f"nica run {self.name} --out results/{self.name}"
 
     def smoke(self) -> ExperimentConfig:
-        """A tiny version (2-D data, 2 restarts x 1 epoch + 2 epochs, 1 seed) for the tests."""
+        """A tiny version (2-D data, 2 restarts x 1 epoch + 2 epochs, 1 seed; baselines a few
+        steps) for the tests."""
         small = (("n_sources", 2), ("n_segments", 4), ("samples_per_segment", 60))
         settings = tuple(
-            Setting(s.label, s.preset, tuple(dict(s.overrides + small).items()))
+            dataclasses.replace(s, overrides=tuple(dict(s.overrides + small).items()))
             for s in self.settings[:2]
         )
         tiny = (("epochs", 2), ("eval_every", 1), ("restarts", 2), ("restart_epochs", 1))
         fit = tuple(dict(self.fit + tiny).items())
-        return dataclasses.replace(self, settings=settings, seeds=(0,), fit=fit)
+        model_fit = self.model_fit + _SMOKE_MODEL_FIT
+        return dataclasses.replace(
+            self, settings=settings, seeds=(0,), fit=fit, model_fit=model_fit
+        )
+
+
+_SMOKE_MODEL_FIT: ModelFit = (
+    ("ivae", "epochs", 2),
+    ("ivae", "hidden", 8),
+    ("tcl", "init_steps", 4),
+    ("tcl", "steps", 8),
+    ("tcl", "batch_size", 60),
+)
 
 
 def default_out(name: str, *, smoke: bool = False) -> Path:
@@ -118,14 +149,28 @@ def _fit_config(config: ExperimentConfig, model: str, seed: int):
     return nica.FitConfig(conditional=model == "conditional", seed=seed, **dict(config.fit))
 
 
+def _baseline_config(config: ExperimentConfig, setting: Setting, model: str, seed: int):
+    """The resolved config of a baseline's cell (``IVAEConfig`` / ``TCLConfig``)."""
+    from nica.baselines import get_baseline
+
+    fields = {f: v for m, f, v in config.model_fit + setting.model_fit if m == model}
+    return get_baseline(model).config(**fields, seed=seed).validate()
+
+
 def cell_recipe(config: ExperimentConfig, setting: Setting, model: str, seed: int) -> dict:
     """Everything that determines a cell's result, as a JSON-ready dict."""
+    recipe = {"format": RESULT_FORMAT, "model": model}
     if model == "fastica":
-        fit = {**_FASTICA, "random_state": seed}
+        recipe["fit"] = {**_FASTICA, "random_state": seed}
+    elif model in _NICA_MODELS:
+        recipe["fit"] = _fit_config(config, model, seed).to_dict()  # resolved values included
     else:
-        fit = _fit_config(config, model, seed).to_dict()  # resolved values included
-    data = {"preset": setting.preset, "overrides": dict(setting.overrides), "seed": seed}
-    return {"format": RESULT_FORMAT, "model": model, "fit": fit, "data": data}
+        from nica.baselines import get_baseline
+
+        recipe["fit"] = _baseline_config(config, setting, model, seed).to_dict()
+        recipe["target"] = get_baseline(model).target_name  # what its MCC is measured against
+    recipe["data"] = {"preset": setting.preset, "overrides": dict(setting.overrides), "seed": seed}
+    return recipe
 
 
 def cell_key(config: ExperimentConfig, setting: Setting, model: str, seed: int) -> str:
@@ -201,6 +246,30 @@ def _refreshing(paths: list[Path], progress: Callable | None) -> Callable:
 # ---------------------------------------------------------------------------- fitting
 
 
+def _fit_baselines(config, setting, model, datasets, seeds, progress) -> list[dict]:
+    """Fits the baseline ``model`` to each dataset (one per seed) together: one dict per seed
+    with ``s_hat`` (unless diverged), ``error`` and ``target`` (the array its MCC is measured
+    against: ``s``, or ``|s|`` for TCL)."""
+    from nica.baselines import get_baseline
+
+    baseline = get_baseline(model)
+    fitted = baseline.fit_seeds(
+        [d.x for d in datasets],
+        [d.u for d in datasets],
+        seeds=list(seeds),
+        config=_baseline_config(config, setting, model, seeds[0]),
+        progress=progress,
+    )
+    fits = []
+    for f, d in zip(fitted, datasets, strict=True):
+        fit = {"error": f.diverged, "target": baseline.target(d.s), "history": None}
+        fit["target_name"] = baseline.target_name
+        if f.diverged is None:
+            fit["s_hat"] = f.transform(d.x, d.u)
+        fits.append(fit)
+    return fits
+
+
 def _fit_group(config: ExperimentConfig, model: str, datasets: list, seeds: list[int], progress):
     """Fits ``model`` to each dataset (one per seed) together; one dict per seed with
     ``s_hat`` (None if diverged), ``history``, ``val_nll``, ``error`` and, for the nica
@@ -254,19 +323,26 @@ def _fit_cells(
     records = []
     for group in groups:
         start = time.perf_counter()
-        fits = _fit_group(
-            config, model, [datasets[i] for i in group], [seeds[i] for i in group], progress
-        )
+        chosen, chosen_seeds = [datasets[i] for i in group], [seeds[i] for i in group]
+        if model in _NICA_MODELS or model == "fastica":
+            fits = _fit_group(config, model, chosen, chosen_seeds, progress)
+        else:
+            fits = _fit_baselines(config, setting, model, chosen, chosen_seeds, progress)
         wall = (time.perf_counter() - start) / len(group)
         for i, fit in zip(group, fits, strict=True):
             record = {"setting": setting.label, "model": model, "seed": seeds[i]}
             record.update(fitted_together=len(group), machine=_machine(), wall_s=wall)
-            records.append(_cell_record(record, fit, datasets[i].s, cells))
+            if "target_name" in fit:
+                record["target"] = fit["target_name"]
+            records.append(_cell_record(record, fit, fit.get("target", datasets[i].s), cells))
     return records
 
 
 def _cell_record(record: dict, fit: dict, s: np.ndarray, cells: Path) -> dict:
-    """Completes a cell's record from its fit; writes the ``s``/``s_hat`` arrays if it ran."""
+    """Completes a cell's record from its fit; writes the ``s``/``s_hat`` arrays if it ran.
+
+    ``s`` is what the model recovers (the true sources, or ``|s|`` for TCL): the MCCs and the
+    stored ``s`` are of it."""
     if fit.get("error") is not None:
         return {**record, "status": "diverged", "error": fit["error"]}
     record["status"] = "ok"
@@ -491,6 +567,14 @@ def _report(config: ExperimentConfig, rows: list[dict], records: list[dict]) -> 
             f"| {s[0]:.3f} ± {s[1]:.3f} | {s[2]:.3f} | {gap} | {t[0]:.1f} | {r['n']} "
             f"| {r['diverged']} |"
         )
+    targets = {r["model"]: r["target"] for r in records if r.get("target", "s") != "s"}
+    if targets:
+        scored = ", ".join(f"{model} against {target}" for model, target in targets.items())
+        lines += [
+            "",
+            f"MCC of every model against the true sources s, except {scored}: TCL's features"
+            " are the sufficient statistics of scale-modulated sources, which carry no sign.",
+        ]
     lines += ["", f"Recovered = median Pearson MCC >= {RECOVERED_MCC}:", ""]
     lines += recovery_verdicts(rows)
     machines = " / ".join(sorted({r["machine"] for r in records if "machine" in r}))
@@ -610,18 +694,54 @@ EXPERIMENTS: dict[str, ExperimentConfig] = {
     ),
     "ivae": ExperimentConfig(
         name="ivae",
-        description="iVAE benchmark (`nica run ivae`): 5 sources, 40 x 1000, 3-layer mixing.",
+        description=(
+            "iVAE benchmark (`nica run ivae`): 5 sources, 40 x 1000, 3-layer mixing; nica,"
+            " FastICA and the iVAE and TCL baselines."
+        ),
         settings=(Setting("ivae", "ivae"),),
         seeds=(0, 1, 2, 3, 4),
+        models=BENCHMARK_MODELS,
     ),
     "icebeem": ExperimentConfig(
         name="icebeem",
         description=(
-            "ICE-BeeM/TCL benchmark (`nica run icebeem`): 5 sources, 20 x 1000, L in {2, 4}."
+            "ICE-BeeM/TCL benchmark (`nica run icebeem`): 5 sources, 20 x 1000, L in {2, 4};"
+            " nica, FastICA and the iVAE and TCL baselines (TCL's depth = L, as ICE-BeeM runs it)."
         ),
-        settings=(Setting("L=2", "icebeem-l2"), Setting("L=4", "icebeem-l4")),
+        settings=(
+            Setting("L=2", "icebeem-l2", model_fit=(("tcl", "depth", 2),)),
+            Setting("L=4", "icebeem-l4", model_fit=(("tcl", "depth", 4),)),
+        ),
         sweep="mixing layers",
         seeds=(0, 1, 2, 3, 4),
+        models=BENCHMARK_MODELS,
+    ),
+    "ivae-original": ExperimentConfig(
+        name="ivae-original",
+        description=(
+            "iVAE's own recipe (`nica run ivae-original`, the default config of iVAE's code):"
+            " 5 Gaussian sources, std ~ U(0.5, 3) over 40 x 1000, 3 xtanh layers with one matrix"
+            " reused in every layer; the conditional model vs FastICA, iVAE and TCL."
+        ),
+        settings=(Setting("ivae-original", "ivae-original"),),
+        seeds=(0, 1, 2, 3, 4),
+        models=("conditional", "fastica", "ivae", "tcl"),
+        command="nica run ivae-original --out results/baselines/ivae-original",
+    ),
+    "icebeem-2000": ExperimentConfig(
+        name="icebeem-2000",
+        description=(
+            "ICE-BeeM's published setting for TCL and iVAE (`nica run icebeem-2000`): 5 Gaussian"
+            " sources, 20 x 2000, leaky-ReLU mixing, L in {2, 4}; TCL's depth = L."
+        ),
+        settings=(
+            Setting("L=2", "icebeem-l2", (("samples_per_segment", 2000),), (("tcl", "depth", 2),)),
+            Setting("L=4", "icebeem-l4", (("samples_per_segment", 2000),), (("tcl", "depth", 4),)),
+        ),
+        sweep="mixing layers",
+        seeds=(0, 1, 2, 3, 4),
+        models=("conditional", "fastica", "ivae", "tcl"),
+        command="nica run icebeem-2000 --out results/baselines/icebeem-2000",
     ),
     "depth": ExperimentConfig(
         name="depth",
