@@ -2,9 +2,10 @@
 
     nica fit --data FILE.npz --out DIR [--seed N] [--epochs E] [--depth L] [--prior NAME]
              [--gradient MODE] [--restarts K] [--batch-size B] [--learning-rate LR]
-             [--unconditional] [--force] [--quiet]
+             [--unconditional] [--method nica|ivae|tcl] [--force] [--quiet]
     nica transform --checkpoint DIR --data FILE.npz --out FILE.npz
     nica run [CONFIG] [--out DIR] [--force] [--smoke] [--seeds S ...] [--sequential] [--quiet]
+    nica density --data FILE.npz --out DIR [--logit LOW HIGH] [--dequantise] ...
     nica --version
 
 Every default is ``nica.FitConfig``'s. Progress bars (``nica.progress``) go to stderr on a
@@ -29,6 +30,7 @@ import numpy as np
 
 import nica
 from nica.activations import ACTIVATIONS
+from nica.baselines import BASELINES
 from nica.conditional import CONDITIONAL_FAMILIES
 from nica.data import check_labels, load_observations
 from nica.experiment import EXPERIMENTS, default_out
@@ -194,6 +196,8 @@ def _plan(config) -> str:
 
 
 def _fit(args) -> int:
+    if args.method != "nica":
+        return _fit_baseline(args)
     data = load_observations(args.data)
     conditional = data.u is not None and not args.unconditional
     config = _fit_config(args, conditional)
@@ -245,6 +249,76 @@ def _fit(args) -> int:
     if "mcc_pearson" in metrics:
         summary += f", MCC {metrics['mcc_pearson']:.4f} (Spearman {metrics['mcc_spearman']:.4f})"
     _status(f"nica fit: done in {wall:.1f} s, {summary}; wrote {out}")
+    return 0
+
+
+#: ``nica fit`` options of the nica model only, refused with ``--method ivae|tcl``.
+_NICA_ONLY = ("epochs", "depth", "prior", "gradient", "restarts", "batch_size", "learning_rate")
+
+
+def _fit_baseline(args) -> int:
+    """``nica fit --method ivae|tcl``: the baseline with its own defaults and ``--seed``;
+    writes config.json, metrics.json, recovered.npz and, with true sources, scatter.png."""
+    from nica.baselines import get_baseline
+    from nica.plots import plot_matched_scatter
+
+    baseline = get_baseline(args.method)
+    defaults = nica.FitConfig()
+    for name in _NICA_ONLY:
+        if getattr(args, name) != getattr(defaults, name):
+            raise ValueError(
+                f"--{name.replace('_', '-')} sets the nica model; --method {args.method} runs "
+                f"with the defaults of nica.baselines.{baseline.config.__name__} and --seed"
+            )
+    if args.unconditional:
+        raise ValueError(f"--unconditional sets the nica model; {args.method} needs u")
+    data = load_observations(args.data)
+    if data.u is None:
+        raise ValueError(
+            f"{args.data}: {args.method} needs the auxiliary variable u; the file has none"
+        )
+    config = baseline.config(seed=args.seed).validate()
+    out = Path(args.out)
+    created = prepare_fit_out(out, force=args.force)
+    _status(f"nica fit: {args.method} baseline, N={data.x.shape[0]}, D={data.x.shape[1]}")
+    start = time.perf_counter()
+    try:
+        with fit_progress(progress_enabled(args.quiet)) as progress:
+            (fitted,) = baseline.fit_seeds(
+                [data.x], [data.u], seeds=[args.seed], config=config, progress=progress
+            )
+    except BaseException as err:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        if isinstance(err, KeyboardInterrupt):
+            raise _Interrupted(f"the fit was stopped; nothing was written to {out}") from None
+        raise
+    if fitted.diverged is not None:
+        raise nica.TrainingDivergedError(fitted.diverged, epoch=len(fitted.losses), history={})
+    wall = time.perf_counter() - start
+    s_hat = fitted.transform(data.x, data.u)
+    remove_fit_outputs(out)
+    resolved = {"method": args.method, **config.to_dict(), "data": str(Path(args.data).resolve())}
+    write_json(out / "config.json", {**resolved, "nica_version": _version()})
+    metrics = {"method": args.method, "wall_s": wall, "final_loss": float(fitted.losses[-1])}
+    if hasattr(fitted, "accuracy"):
+        metrics["segment_accuracy"] = fitted.accuracy
+    if data.s is not None:
+        metrics["mcc_target"] = baseline.target_name
+        metrics.update(source_metrics(baseline.target(data.s), s_hat))
+        plot_matched_scatter(
+            baseline.target(data.s),
+            s_hat,
+            np.asarray(metrics["matching_pearson"]),
+            np.asarray(metrics["correlations_pearson"]),
+            out / "scatter.png",
+            title=f"Pearson MCC {metrics['mcc_pearson']:.3f} against {baseline.target_name}",
+            label=args.method,
+        )
+    save_npz(out / "recovered.npz", s_hat=s_hat.astype(np.float32))
+    write_json(out / "metrics.json", metrics)
+    summary = f", MCC {metrics['mcc_pearson']:.4f}" if "mcc_pearson" in metrics else ""
+    _status(f"nica fit: done in {wall:.1f} s{summary}; wrote {out}")
     return 0
 
 
@@ -392,6 +466,14 @@ def _add_fit_parser(commands) -> None:
     )
     for flag, metavar, kind, text in _CONFIG_OPTIONS[3:]:
         _add_config_option(cmd, defaults, flag, metavar, kind, text)
+    cmd.add_argument(
+        "--method",
+        choices=("nica", *BASELINES),
+        default="nica",
+        help="nica (this package's model), or a baseline of nica.baselines that needs u: ivae "
+        "(posterior means) or tcl (FastICA of its features, which follow |s|); a baseline runs "
+        "with its own defaults and --seed, and writes no checkpoint",
+    )
     for flag, text in (
         ("--unconditional", "ignore u: fit Eq. 3"),
         ("--force", "replace the outputs of an earlier fit in --out (refused without it)"),
@@ -465,6 +547,9 @@ def _parser() -> argparse.ArgumentParser:
     transform_cmd.add_argument("--out", required=True, help="output .npz file (key s_hat)")
     transform_cmd.set_defaults(handler=_transform)
     _add_run_parser(commands)
+    from nica.density_cli import add_density_parser  # the density command's own module
+
+    add_density_parser(commands, _HelpFormatter)
     return parser
 
 
