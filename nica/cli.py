@@ -5,6 +5,7 @@
              [--unconditional] [--method nica|ivae|tcl] [--force] [--quiet]
     nica transform --checkpoint DIR --data FILE.npz --out FILE.npz
     nica run [CONFIG] [--out DIR] [--force] [--smoke] [--seeds S ...] [--sequential] [--quiet]
+    nica density --data FILE.npz --out DIR [--logit LOW HIGH] [--dequantise] ...
     nica --version
 
 Every default is ``nica.FitConfig``'s. Progress bars (``nica.progress``) go to stderr on a
@@ -546,6 +547,9 @@ def _parser() -> argparse.ArgumentParser:
     transform_cmd.add_argument("--out", required=True, help="output .npz file (key s_hat)")
     transform_cmd.set_defaults(handler=_transform)
     _add_run_parser(commands)
+    from nica.density_cli import add_density_parser  # the density command's own module
+
+    add_density_parser(commands, _HelpFormatter)
     return parser
 
 
