@@ -740,7 +740,7 @@ EXPERIMENTS: dict[str, ExperimentConfig] = {
         ),
         sweep="mixing layers",
         seeds=(0, 1, 2, 3, 4),
-        models=("conditional", "fastica", "ivae", "tcl"),
+        models=("fastica", "ivae", "tcl"),  # nica's conditional model: `nica run icebeem`
         command="nica run icebeem-2000 --out results/baselines/icebeem-2000",
     ),
     "depth": ExperimentConfig(
