@@ -9,7 +9,11 @@ A mode is one frozen object. It says
   layer by layer for all but ``autodiff``),
 * how the optimizer is wrapped (:meth:`GradientMode.wrap_optimizer`, an Optax
   ``GradientTransformation``; ``relative_coords`` maps the updates of the square kernels back
-  with ``W U``, selected by the mask :func:`nica.relative.square_kernel_mask`).
+  with ``W U``, ``relative_pooled`` pools Adam's second moment over each square kernel; both
+  select the kernels by the mask :func:`nica.relative.square_kernel_mask`),
+* whether the whole training step, optimizer update included, stays O(L B D^2) when D > B
+  (``bd2_step``: no D x D x D product and no decomposition; checked on the step's jaxpr by
+  the tests).
 
 The trainer always builds its step from ``mode.wrap_optimizer(optimizer)``, so a mode that needs
 a wrapped optimizer is never run without it. Adding a mode means adding a class and a registry
@@ -26,11 +30,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from nica.pooling import pool_second_moment
 from nica.relative import (
     coordinate_dense,
     coordinate_log_abs_det,
     in_relative_coordinates,
     relative_dense,
+    relative_kernel_dense,
+    relative_kernel_log_abs_det,
     relative_log_abs_det,
 )
 
@@ -45,6 +52,7 @@ __all__ = [
     "Ordinary",
     "Relative",
     "RelativeCoordinates",
+    "RelativePooled",
     "get_gradient",
 ]
 
@@ -56,10 +64,13 @@ class GradientMode:
     Attributes:
       name: the registry name.
       relative: whether the training step is free of slogdet, inverses and LU.
+      bd2_step: whether the whole training step (gradient, optimizer update, parameter update)
+        costs O(L B D^2) when D > B: no D x D x D product and no decomposition anywhere.
     """
 
     name: str = "ordinary"
     relative: bool = False
+    bd2_step: bool = False
 
     def dense(self, z: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
         """``z @ kernel + bias``, shapes ``(batch, dim), (dim, dim), (dim,) -> (batch, dim)``."""
@@ -92,6 +103,7 @@ class Relative(GradientMode):
 
     name: str = "relative"
     relative: bool = True
+    bd2_step: bool = True
 
     def dense(self, z, kernel, bias):
         return relative_dense(z, kernel, bias)
@@ -106,6 +118,8 @@ class RelativeCoordinates(GradientMode):
 
     Biases and prior parameters keep ordinary gradients. With plain SGD this is the relative
     gradient step of MATH.md; with Adam the elementwise scaling acts on the equivariant ``E``.
+    The map-back ``W U`` is one D x D x D product per layer and step (O(B D^2) only while
+    D <= B).
     """
 
     name: str = "relative_coords"
@@ -123,6 +137,38 @@ class RelativeCoordinates(GradientMode):
 
 
 @dataclasses.dataclass(frozen=True)
+class RelativePooled(GradientMode):
+    """Relative gradient in ``W`` with ordinary biases; Adam's second moment pooled per kernel.
+
+    Kernels get ``W W^T G_W = (W Y0^T) Delta - W`` (the ``relative_coords`` gradient already
+    mapped back, O(B D^2)), biases and prior parameters their ordinary gradients. The optimizer
+    runs on these as given, except that its elementwise second moment is pooled over each
+    square kernel (:func:`nica.pooling.pool_second_moment`): Adam's momentum stays in ``W`` on
+    the relative direction, its scaling is one scalar per matrix (``pool="matrix"``) or per
+    output unit (``"columns"``). With plain SGD it is exactly the ``relative_coords`` step.
+    The whole step is O(L B D^2).
+
+    Attributes:
+      pool: ``"matrix"`` or ``"columns"`` (see :data:`nica.pooling.POOLS`).
+    """
+
+    name: str = "relative_pooled"
+    relative: bool = True
+    bd2_step: bool = True
+    pool: str = "matrix"
+
+    def dense(self, z, kernel, bias):
+        return relative_kernel_dense(z, kernel, bias)
+
+    def log_abs_det(self, kernel, bias):
+        del bias
+        return relative_kernel_log_abs_det(kernel)
+
+    def wrap_optimizer(self, optimizer):
+        return pool_second_moment(optimizer, over=self.pool)
+
+
+@dataclasses.dataclass(frozen=True)
 class Autodiff(GradientMode):
     """The whole ``log|det J_g|`` from ``slogdet(jacfwd(g))`` per sample (small D only)."""
 
@@ -136,9 +182,11 @@ class Autodiff(GradientMode):
         return s, jnp.linalg.slogdet(jac)[1], jnp.zeros((), x.dtype)
 
 
-#: Registered modes by name; the first is the default of every trainer and of ``FitConfig``.
+#: Registered modes by name; :data:`DEFAULT_GRADIENT` names the default of every trainer and
+#: of ``FitConfig``.
 GRADIENTS: dict[str, GradientMode] = {
-    mode.name: mode for mode in (RelativeCoordinates(), Relative(), Ordinary(), Autodiff())
+    mode.name: mode
+    for mode in (RelativeCoordinates(), RelativePooled(), Relative(), Ordinary(), Autodiff())
 }
 DEFAULT_GRADIENT = "relative_coords"
 

@@ -26,6 +26,12 @@ of MATH.md) and an ordinary step for ``b``; with an adaptive optimizer (Adam) th
 scaling acts on ``E``, where the problem is equivariant, rather than on ``W W^T G_W``. The bias
 keeps its ordinary gradient (MATH.md: parameters that are not square layer matrices get ordinary
 gradients), which avoids the ``(1 + b b^T)`` and ``W b^T`` couplings of the augmented form.
+
+The same step without the map-back (gradient mode ``relative_pooled``):
+:func:`relative_kernel_dense` returns ``W (W^T G_W) = (W Y0^T) Delta`` for the kernel, i.e.
+the coordinates' gradient already mapped back to ``W`` (O(B D^2)), and the ordinary gradient
+for the bias; :func:`relative_kernel_log_abs_det` contributes ``W``. Any optimizer can then
+take the step in ``W`` directly; with plain SGD it is the ``relative_coords`` step exactly.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ __all__ = [
     "in_relative_coordinates",
     "relative_dense",
     "relative_gradient_reference",
+    "relative_kernel_dense",
+    "relative_kernel_log_abs_det",
     "relative_log_abs_det",
     "square_kernel_mask",
 ]
@@ -187,6 +195,58 @@ def _coordinate_log_abs_det_bwd(kernel, cotangent):
 coordinate_log_abs_det.defvjp(_coordinate_log_abs_det_fwd, _coordinate_log_abs_det_bwd)
 
 
+@jax.custom_vjp
+def relative_kernel_dense(z: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    """Dense layer ``z @ kernel + bias``: relative gradient for the kernel, ordinary for the bias.
+
+    The backward pass returns ``W W^T G_W = (W Y0^T) Delta`` for the kernel (``Y0 = z W``: two
+    B x D x D products, no D x D x D one) and ``1^T Delta`` for the bias. Arguments and shapes
+    as :func:`relative_dense`: ``(batch, dim), (dim, dim), (dim,) -> (batch, dim)``.
+    """
+    return z @ kernel + bias
+
+
+def _relative_kernel_dense_fwd(z, kernel, bias):
+    y0 = z @ kernel
+    return y0 + bias, (y0, kernel)
+
+
+def _relative_kernel_dense_bwd(residuals, delta):
+    y0, kernel = residuals
+    return delta @ kernel.T, (kernel @ y0.T) @ delta, delta.sum(axis=0)
+
+
+relative_kernel_dense.defvjp(_relative_kernel_dense_fwd, _relative_kernel_dense_bwd)
+
+
+@jax.custom_vjp
+def relative_kernel_log_abs_det(kernel: jax.Array) -> jax.Array:
+    """Gradient carrier for ``log|det W|`` with the kernel-only relative gradient ``W W^T W^{-T}``.
+
+    Its gradient is the cotangent times ``W`` (O(D^2)); its value a zero placeholder.
+
+    Args:
+      kernel: shape ``(dim, dim)``.
+
+    Returns:
+      A scalar zero of the kernel's dtype.
+    """
+    return jnp.zeros((), kernel.dtype)
+
+
+def _relative_kernel_log_abs_det_fwd(kernel):
+    return jnp.zeros((), kernel.dtype), kernel
+
+
+def _relative_kernel_log_abs_det_bwd(kernel, cotangent):
+    return (cotangent * kernel,)
+
+
+relative_kernel_log_abs_det.defvjp(
+    _relative_kernel_log_abs_det_fwd, _relative_kernel_log_abs_det_bwd
+)
+
+
 class SquareKernel(nnx.Param):
     """A square layer matrix ``W`` (D x D): the parameters the relative gradient acts on.
 
@@ -204,13 +264,13 @@ def square_kernel_mask(params):
 
     Raises:
       ValueError: ``params`` holds no square kernel (e.g. a plain dict of arrays), so a
-        relative-coordinates update could not be mapped back.
+        kernel-specific update (map-back, pooling) would silently do nothing.
     """
     mask = jax.tree.map(lambda v: isinstance(v, SquareKernel), params, is_leaf=_is_variable)
     if not any(jax.tree.leaves(mask)):
         raise ValueError(
-            "in_relative_coordinates found no square kernels (nica.relative.SquareKernel) in "
-            "params; pass the nnx.Param state of a model built from nica.network layers"
+            "found no square kernels (nica.relative.SquareKernel) in params; pass the "
+            "nnx.Param state of a model built from nica.network layers"
         )
     return mask
 
