@@ -53,12 +53,14 @@ def make_epoch_fn(
     optimizer: optax.GradientTransformation,
     batch_size: int,
     average: float | None = None,
+    passes: int = 1,
 ) -> Callable:
     """One run's epoch (pure; vmap it over seeds).
 
     ``epoch(params, opt_state, avg, step, key, data) -> (params, opt_state, avg, step,
     mean_loss, finite)``: ``data`` is a tuple of arrays with a leading sample axis ``N``,
-    shuffled with ``key`` and cut into ``N // batch_size`` minibatches; ``step`` counts the
+    shuffled with ``key`` and cut into ``N // batch_size`` minibatches (``passes`` > 1: that
+    many passes, each its own shuffle, in one call; for small data); ``step`` counts the
     optimizer steps so far (the moving average's warm-up, TensorFlow's
     ``min(average, (1 + step) / (10 + step))``); ``avg`` is ``None`` without ``average``.
     """
@@ -77,10 +79,14 @@ def make_epoch_fn(
         return (params, opt_state, avg, step + 1, key), loss
 
     def epoch(params, opt_state, avg, step, key, data):
-        n_batches = data[0].shape[0] // batch_size
+        n, n_batches = data[0].shape[0], data[0].shape[0] // batch_size
         order_key, step_key = jax.random.split(key)
-        order = jax.random.permutation(order_key, data[0].shape[0])[: n_batches * batch_size]
-        batches = tuple(a[order.reshape(n_batches, batch_size)] for a in data)
+        if passes == 1:
+            order = jax.random.permutation(order_key, n)[: n_batches * batch_size]
+        else:
+            orders = jax.vmap(lambda k: jax.random.permutation(k, n)[: n_batches * batch_size])
+            order = orders(jax.random.split(order_key, passes)).reshape(-1)
+        batches = tuple(a[order.reshape(-1, batch_size)] for a in data)
         carry = (params, opt_state, avg, step, step_key)
         (params, opt_state, avg, step, _), losses = jax.lax.scan(step_fn, carry, batches)
         finite = jnp.all(jnp.isfinite(losses)) & _all_finite(params)
@@ -99,6 +105,7 @@ def run_loop(
     epochs: int,
     batch_size: int,
     average: float | None = None,
+    passes: int = 1,
     progress: Callable[[ProgressEvent], None] | None = None,
     phase: str = "fit",
 ) -> LoopResult:
@@ -113,6 +120,7 @@ def run_loop(
       epochs: passes over the data.
       batch_size: minibatch size (at most ``N``).
       average: decay of a moving average of the parameters (``None``: none).
+      passes: passes over the data per compiled call (an "epoch" of ``losses``).
       progress: called with a :class:`nica.training.ProgressEvent` after every epoch.
       phase: the phase name given to ``progress``.
     """
@@ -120,7 +128,8 @@ def run_loop(
     if not 1 <= batch_size <= n:
         raise ValueError(f"batch_size={batch_size} must be between 1 and the {n} samples")
     epoch = jax.jit(
-        jax.vmap(make_epoch_fn(loss_fn, optimizer, batch_size, average)), donate_argnums=(0, 1)
+        jax.vmap(make_epoch_fn(loss_fn, optimizer, batch_size, average, passes)),
+        donate_argnums=(0, 1),
     )
     optimizer = optax.with_extra_args_support(optimizer)
     opt_state = jax.vmap(optimizer.init)(params)

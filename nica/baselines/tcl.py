@@ -12,7 +12,8 @@ all (ICE-BeeM matches it to the mixing depth); He-normal kernels, zero biases; c
 ``1e-4`` times ``sum(W^2) / 2`` over every kernel; SGD with momentum 0.9 at 0.01, batches of
 512; first ``init_steps`` steps training only the MLR on the random features, then ``steps``
 steps of everything; the features evaluated with an exponential moving average (0.9999) of the
-weights. Steps are rounded up to whole epochs (passes over shuffled data).
+weights. Steps are rounded up to whole passes over the shuffled data; with fewer than
+:data:`MIN_STEPS_PER_CALL` minibatches per pass, one compiled call runs several passes.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from nica.training import ProgressEvent
 
 __all__ = ["TCL", "FittedTCL", "TCLConfig", "fit_tcl", "fit_tcl_seeds", "tcl_loss"]
 
+#: Fewest optimizer steps per compiled call of the loop (small data: several passes per call).
+MIN_STEPS_PER_CALL = 50
 #: FastICA of the features, as nica's own ``fastica`` model runs it.
 FASTICA_SETTINGS = {"whiten": "unit-variance", "max_iter": 1000}
 
@@ -132,7 +135,7 @@ class FittedTCL:
       whitening: PCA whitening ``(D, D)`` applied after it (identity without ``whiten``).
       ica_mean: feature means removed by FastICA, ``(D,)``.
       ica_unmixing: FastICA's unmixing of the centred features, ``(D, D)``.
-      losses: mean minibatch loss per epoch of both phases, ``(epochs_run,)``.
+      losses: mean minibatch loss per compiled call (one or more passes) of both phases.
       accuracy: segment-classification accuracy on the training data.
       diverged: ``None``, or why the fit is unusable (non-finite loss or parameters).
     """
@@ -197,11 +200,13 @@ def _fastica(features: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _phase(config: TCLConfig, labels, steps: int, n_batches: int) -> tuple:
-    """``(optimizer, epochs)`` of a phase; with ``labels`` only the MLR is trained."""
+    """``(optimizer, calls, passes per call)`` of a phase; with ``labels`` only the MLR is
+    trained."""
     sgd = optax.sgd(config.learning_rate, momentum=config.momentum)
     if labels is not None:
         sgd = optax.multi_transform({"train": sgd, "freeze": optax.set_to_zero()}, labels)
-    return sgd, max(1, math.ceil(steps / n_batches))
+    passes = math.ceil(MIN_STEPS_PER_CALL / n_batches)
+    return sgd, max(1, math.ceil(steps / (n_batches * passes))), passes
 
 
 def fit_tcl_seeds(
@@ -256,18 +261,18 @@ def fit_tcl_seeds(
         mlr_only = jax.tree_util.tree_map_with_path(
             lambda path, _: "train" if path[0].key == "mlr" else "freeze", params
         )
-        optimizer, epochs = _phase(config, mlr_only, config.init_steps, n_batches)
+        optimizer, epochs, passes = _phase(config, mlr_only, config.init_steps, n_batches)
         init_keys_, train_keys = jax.vmap(lambda k: tuple(jax.random.split(k)))(train_keys)
         first = run_loop(
             loss_fn, params, data, init_keys_, optimizer=optimizer, epochs=epochs,
-            batch_size=batch_size, progress=progress, phase="mlr",
+            batch_size=batch_size, passes=passes, progress=progress, phase="mlr",
         )  # fmt: skip
         params = first.params
         losses.append(first.losses)
-    optimizer, epochs = _phase(config, None, config.steps, n_batches)
+    optimizer, epochs, passes = _phase(config, None, config.steps, n_batches)
     result = run_loop(
         loss_fn, params, data, train_keys, optimizer=optimizer, epochs=epochs,
-        batch_size=batch_size, average=config.average, progress=progress,
+        batch_size=batch_size, average=config.average, passes=passes, progress=progress,
     )  # fmt: skip
     losses.append(result.losses)
     finite = result.finite & (first.finite if config.init_steps else True)
