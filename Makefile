@@ -18,10 +18,12 @@ demo: $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[baselines]"
 	$(BIN)/nica run demo
 
-# Regenerates the committed reports, results/NAME for each NAME in REPORTS.
+# Regenerates the committed reports, results/NAME for each NAME in REPORTS, and the baselines'
+# validation (results/baselines: the ivae-original and icebeem-2000 configs).
 results: $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[baselines]"
 	for name in $(REPORTS); do $(BIN)/nica run $$name --out results/$$name || exit 1; done
+	$(BIN)/python experiments/baselines.py --out results/baselines
 
 test: $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[test]"
