@@ -484,12 +484,13 @@ def _add_fit_parser(commands) -> None:
 
 
 def _add_run_parser(commands) -> None:
+    column = max(map(len, EXPERIMENTS))
     configs = "\n".join(
         textwrap.fill(
             config.description,
             width=96,
-            initial_indent=f"  {name:<10} ",
-            subsequent_indent=" " * 13,
+            initial_indent=f"  {name:<{column}} ",
+            subsequent_indent=" " * (column + 3),
         )
         for name, config in EXPERIMENTS.items()
     )
