@@ -531,7 +531,8 @@ def plot(result: dict, path: Path) -> None:
     fig, axes = harness.pyplot().subplots(
         1, len(curves), figsize=(5.5 * len(curves), 4.0), squeeze=False
     )
-    colors = {"relative": "tab:blue", "relative_coords": "tab:green", "ordinary": "tab:orange"}
+    palette = ("tab:green", "tab:red", "tab:blue", "tab:orange", "tab:purple", "tab:brown")
+    colors = dict(zip(MODES, palette[: len(MODES)], strict=True))
     finals = np.concatenate([c[:, -1] for by in curves.values() for c in by.values()])
     low, high = np.nanmin(finals), np.nanmax(finals)
     span = max(high - low, 1e-3)

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
+import nica
+from nica.gradients import DEFAULT_GRADIENT
+
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+#: Every registered gradient mode but autodiff (the experiments' comparison set).
+COMPARED = tuple(name for name in nica.GRADIENTS if name != "autodiff")
 
 
 def _main(name: str):
@@ -24,19 +29,61 @@ def _table_rows(path: Path) -> list[list[str]]:
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]
 
 
+def _tables(path: Path) -> list[list[list[str]]]:
+    """Every Markdown table of ``path``: its rows (header included) as lists of cells."""
+    tables, current = [], None
+    for line in path.read_text().splitlines():
+        if line.startswith("|"):
+            current = current or []
+            current.append([cell.strip() for cell in line.strip("|").split("|")])
+        elif current:
+            tables.append(current)
+            current = None
+    return tables + ([current] if current else [])
+
+
 def test_gradient_cost_smoke(tmp_path):
-    _main("gradient_cost")(["--smoke", "--out", str(tmp_path)])
+    script = runpy.run_path(str(EXPERIMENTS / "gradient_cost.py"))
+    script["main"](["--smoke", "--out", str(tmp_path)])
     records = json.loads((tmp_path / "gradient_cost.json").read_text())
-    methods = ("relative", "ordinary", "autodiff", "backprop")
-    assert {(r["dim"], r["method"]) for r in records} == {(d, m) for d in (8, 16) for m in methods}
+    methods = script["METHODS"]
+    assert {"relative", "backprop", "step:default", "step:backprop"} <= set(methods)
+    assert {f"step:{name}" for name in nica.GRADIENTS} <= set(methods)
+    assert [(r["dim"], r["method"]) for r in records] == [(d, m) for d in (8, 16) for m in methods]
     for r in records:
         assert r["repeats"] >= 3 and math.isfinite(r["median_s"]) and r["median_s"] > 0
         assert (r["batch"], r["depth"]) == (100, 2)
-    rows = _table_rows(tmp_path / "gradient_cost.md")
-    assert [row[0] for row in rows] == ["8", "16"]
-    assert all(float(cell) > 0 for row in rows for cell in row[5:])
+    # step:default is the default mode's step, by name.
+    for dim in (8, 16):
+        by = {r["method"]: r for r in records if r["dim"] == dim}
+        assert by["step:default"]["mode"] == DEFAULT_GRADIENT
+        assert by["step:default"]["median_s"] == by[f"step:{DEFAULT_GRADIENT}"]["median_s"]
+    grad, steps, ratios, slopes = _tables(tmp_path / "gradient_cost.md")
+    assert [row[0] for row in grad[2:]] == [row[0] for row in steps[2:]] == ["8", "16"]
+    assert all(float(cell) > 0 for table in (grad, ratios) for row in table[2:] for cell in row[1:])
+    # Slopes fitted over both smoke dimensions, one per timed row.
+    assert {row[0] for row in slopes[2:]} == set(methods)
+    assert all(row[2] == "8..16" and math.isfinite(float(row[1])) for row in slopes[2:])
     assert (tmp_path / "gradient_cost.png").stat().st_size > 0
     assert _files(tmp_path) == [f"gradient_cost.{ext}" for ext in ("json", "md", "png")]
+
+
+def test_gradient_cost_slopes_and_skips():
+    script = runpy.run_path(str(EXPERIMENTS / "gradient_cost.py"))
+    records = [
+        {"dim": d, "method": "step:backprop", "median_s": 1e-9 * d**2} for d in (256, 512, 1024)
+    ]
+    slopes = script["fitted_slopes"](records, 512)
+    assert slopes["step:backprop"]["dims"] == [512, 1024]
+    assert slopes["step:backprop"]["slope"] == pytest.approx(2.0)
+    assert script["slow_rows"](2048, 2048) == (set(), None)
+    slow, reason = script["slow_rows"](4096, 2048)
+    expected = {"ordinary"} | {
+        f"step:{name}"
+        for name, mode in nica.GRADIENTS.items()
+        if not mode.bd2_step and name != DEFAULT_GRADIENT
+    }
+    assert slow == expected and "--slow-max-dim=2048" in reason
 
 
 def test_gradient_cost_skip_reason():
@@ -50,7 +97,7 @@ def test_gradient_cost_skip_reason():
 
 def test_dynamics_smoke(tmp_path):
     rows, gaps, shared = _main("dynamics")(["--smoke", "--out", str(tmp_path)])
-    modes = ("relative", "relative_coords", "ordinary")
+    modes = ("ordinary", *(m for m in COMPARED if m != "ordinary"))
     pairs = {(o, g) for o in ("adam", "sgd") for g in modes}
     assert {(r["optimizer"], r["gradient"]) for r in rows} == pairs
     record = json.loads((tmp_path / "dynamics.json").read_text())
@@ -84,8 +131,10 @@ def test_dynamics_smoke(tmp_path):
         assert gap["mean_gap"] == pytest.approx(abs(mean_r - mean_o) / abs(mean_o), rel=1e-3)
         paired = [abs(r - o) / abs(o) for r, o in zip(rel, ordi, strict=True)]
         assert gap["paired_within_1pct"] == sum(p < 0.01 for p in paired)
-    assert len(shared) == 2 * 2 * 3  # optimizers x relative modes x grid rates
-    assert len(_table_rows(tmp_path / "dynamics.md")) == 6 + 1 + 4 + 1 + 12
+    n_rel = len(modes) - 1
+    assert len(shared) == 2 * n_rel * 3  # optimizers x relative modes x grid rates
+    n_rows = 2 * len(modes) + 1 + 2 * n_rel + 1 + 2 * n_rel * 3
+    assert len(_table_rows(tmp_path / "dynamics.md")) == n_rows
     assert (tmp_path / "dynamics.png").stat().st_size > 0
     assert _files(tmp_path) == [f"dynamics.{ext}" for ext in ("json", "md", "png")]
 
@@ -103,6 +152,23 @@ def test_dynamics_problem_reference_nll():
         make_problem(0, 10, mixing="tanh")
 
 
+def test_throughput_smoke(tmp_path):
+    records = _main("throughput")(["--smoke", "--out", str(tmp_path)])
+    assert [(r["dim"], r["seeds"], r["gradient"]) for r in records] == [
+        (3, 1, DEFAULT_GRADIENT),
+        (3, 2, DEFAULT_GRADIENT),
+    ]
+    for r in records:
+        assert r["samples_per_epoch"] == 512 and len(r["epoch_s_all"]) == 1
+        assert r["samples_per_s"] == pytest.approx(r["seeds"] * 512 / r["epoch_s"])
+    assert records[0]["speedup"] == 1.0
+    assert records[1]["speedup"] == pytest.approx(
+        records[1]["samples_per_s"] / records[0]["samples_per_s"]
+    )
+    assert len(_table_rows(tmp_path / "throughput.md")) == 2
+    assert _files(tmp_path) == ["throughput.json", "throughput.md"]
+
+
 def test_density2d_smoke(tmp_path):
     rows = _main("density2d")(["--smoke", "--out", str(tmp_path)])
     assert len(rows) == 2
@@ -117,13 +183,9 @@ def test_density2d_smoke(tmp_path):
 def test_optimizer_probe_smoke(tmp_path):
     records = _main("optimizer_probe")(["--smoke", "--out", str(tmp_path)])
     combos = {(r["gradient"], r["optimizer"]) for r in records}
-    assert combos == {
-        (g, o)
-        for g in ("relative", "relative_coords", "ordinary")
-        for o in ("adam", "sgd_momentum")
-    }
+    assert combos == {(g, o) for g in COMPARED for o in ("adam", "sgd_momentum")}
     assert all(0 < r["mcc_pearson"] <= 1 and math.isfinite(r["best_val_nll"]) for r in records)
-    assert len(_table_rows(tmp_path / "optimizer_probe.md")) == 6
+    assert len(_table_rows(tmp_path / "optimizer_probe.md")) == 2 * len(COMPARED)
     assert _files(tmp_path) == ["optimizer_probe.json", "optimizer_probe.md"]
 
 
@@ -150,7 +212,7 @@ def test_harness_parser_tables_and_files(tmp_path):
     typo = harness["experiment_parser"]("Doc.", out=None, smoke={"m": 1})
     with pytest.raises(TypeError, match="'m'"):
         typo.parse_args(["--smoke"])
-    assert set(harness["COMPARED_GRADIENTS"]) == {"relative", "relative_coords", "ordinary"}
+    assert set(harness["COMPARED_GRADIENTS"]) == set(COMPARED)
 
     table = harness["markdown_table"](("a", "b"), [(1, "x"), (2.5, "y")])
     assert table == "| a | b |\n|---|---|\n| 1 | x |\n| 2.5 | y |"
