@@ -377,7 +377,7 @@ class MonotoneSpline(nnx.Module):
 
     Args:
       dim: number of units ``D``.
-      knots: ``K >= 2``, knots per unit; ``D K`` parameters in all.
+      knots: ``K``, odd and >= 3 (the centre knot is 0), knots per unit; ``D K`` parameters.
       bound: knots span ``[-bound, bound]``. Pre-activations of standardised data are O(1).
       init_tail_slope: initial slope at and beyond ``|y| = bound``; the initial slopes
         interpolate geometrically from 1 at the centre. 1 (default) starts at the identity.
@@ -396,8 +396,11 @@ class MonotoneSpline(nnx.Module):
         init_tail_slope: float = 1.0,
         param_dtype=jnp.float32,
     ):
-        if dim < 1 or knots < 2:
-            raise ValueError(f"MonotoneSpline needs dim >= 1 and knots >= 2, got {dim}, {knots}")
+        if dim < 1 or knots < 3 or knots % 2 == 0:
+            raise ValueError(
+                f"MonotoneSpline needs dim >= 1 and an odd number of knots >= 3 (0 is the "
+                f"centre knot), got {dim}, {knots}"
+            )
         if not (bound > 0 and init_tail_slope > 0):
             raise ValueError(
                 f"MonotoneSpline bound and init_tail_slope must be > 0, got {bound}, "
@@ -408,34 +411,40 @@ class MonotoneSpline(nnx.Module):
         self.start = float(-bound)
         self.spacing = float(grid[1] - grid[0])
         self.last = float(knots - 1)
+        self.centre = (knots - 1) // 2
         log_init = np.log(init_tail_slope) * np.minimum(np.abs(grid) / bound, 1.0)
         self.log_slopes = nnx.Param(jnp.asarray(np.tile(log_init, (dim, 1)), param_dtype))
 
+    def _knot_values(self, v):
+        """``sigma(t_k)``, shape ``(K, dim)``, from the centre knot ``t_c = 0`` outwards: each
+        is a signed sum of the trapezoids between 0 and ``t_k`` only, so a slope's gradient
+        never holds cancelling terms from knots a sample does not pass."""
+        trapezoids = 0.5 * self.spacing * (v[1:] + v[:-1])  # (K - 1, dim)
+        c = self.centre
+        left = -jnp.cumsum(trapezoids[:c][::-1], axis=0)[::-1]
+        right = jnp.cumsum(trapezoids[c:], axis=0)
+        return jnp.concatenate([left, jnp.zeros_like(v[:1]), right])
+
     def _locate(self, y):
-        """Slopes around ``y`` and the integral up to it: ``(v_i, v_{i+1}, C_i, frac, a)``, each
-        of shape ``(..., dim)``, with ``i = min(floor(m), K - 2)``, ``frac = m - i`` and
-        ``C_i = sigma(t_i) - sigma(t_0)`` (trapezoids of the slopes: positive terms)."""
+        """``(v_i, v_{i+1}, sigma(t_i), frac, a, v)``: slopes and value at the knot left of
+        ``y``, each of shape ``(..., dim)``, with ``a = (y - t_0) / h``,
+        ``i = min(floor(clip(a, 0, K - 1)), K - 2)``, ``frac = clip(a, 0, K - 1) - i``; and all
+        slopes ``v`` of shape ``(K, dim)``."""
         log_v = self.log_slopes[...]
         dtype = jnp.result_type(y, log_v)
-        v = jnp.exp(log_v.astype(dtype)).T  # (K, dim)
+        v = jnp.exp(log_v.astype(dtype)).T
         a = (y.astype(dtype) - self.start) / self.spacing
         m = jnp.clip(a, 0.0, self.last)
         i = jnp.minimum(jnp.floor(m), self.last - 1).astype(jnp.int32)
         units = jnp.arange(v.shape[1])
-        trapezoids = 0.5 * self.spacing * (v[1:] + v[:-1])
-        cumulative = jnp.concatenate([jnp.zeros_like(v[:1]), jnp.cumsum(trapezoids, axis=0)])
-        return v[i, units], v[i + 1, units], cumulative[i, units], m - i, a, v
-
-    def _raw_value(self, y):
-        """``sigma(y) - sigma(t_0)``, shape ``(..., dim)``."""
-        v_i, v_next, c_i, frac, a, v = self._locate(y)
-        inner = c_i + self.spacing * frac * (v_i + 0.5 * (v_next - v_i) * frac)
-        tails = v[0] * jnp.minimum(a, 0.0) + v[-1] * jnp.maximum(a - self.last, 0.0)
-        return inner + self.spacing * tails
+        return v[i, units], v[i + 1, units], self._knot_values(v)[i, units], m - i, a, v
 
     def value(self, y: jax.Array) -> jax.Array:
         """``sigma(y)``, shape ``(..., dim)`` -> ``(..., dim)``."""
-        return self._raw_value(y) - self._raw_value(jnp.zeros(y.shape[-1:], y.dtype))
+        v_i, v_next, s_i, frac, a, v = self._locate(y)
+        inner = s_i + self.spacing * frac * (v_i + 0.5 * (v_next - v_i) * frac)
+        tails = v[0] * jnp.minimum(a, 0.0) + v[-1] * jnp.maximum(a - self.last, 0.0)
+        return inner + self.spacing * tails
 
     def derivative(self, y: jax.Array) -> jax.Array:
         """``sigma'(y) = (1 - frac) v_i + frac v_{i+1}``, ``(..., dim) -> (..., dim)``."""

@@ -31,7 +31,7 @@ CASES = {
     "leaky_tanh_0.1": ("leaky_tanh", {"beta": 0.1}),
     "leaky_tanh_1": ("leaky_tanh", {"beta": 1.0}),
     "monotone_mixture_4_sharp_knots": ("monotone_mixture", {"knots": 4, "sharpness": 20.0}),
-    "monotone_spline_6_knots": ("monotone_spline", {"knots": 6}),
+    "monotone_spline_5_knots": ("monotone_spline", {"knots": 5}),
 }
 
 # The learnable families, with the slope count per unit of their default configuration.
@@ -221,8 +221,8 @@ def test_bad_names_and_parameters_raise_clear_errors():
         MonotoneMixture(3, knots=0)
     with pytest.raises(ValueError, match="sharpness and init_tail_slope must be > 0"):
         MonotoneMixture(3, init_tail_slope=0.0)
-    with pytest.raises(ValueError, match="knots >= 2"):
-        MonotoneSpline(3, knots=1)
+    with pytest.raises(ValueError, match="odd number of knots >= 3"):
+        MonotoneSpline(3, knots=4)
     with pytest.raises(ValueError, match="init_tail_slope must be > 0"):
         MonotoneSpline(3, init_tail_slope=-1.0)
     with pytest.raises(ValueError, match="unknown activation 'relu'"):
