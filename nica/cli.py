@@ -395,7 +395,7 @@ _CONFIG_OPTIONS = (
         "--restarts",
         "K",
         int,
-        "initialisations trained together for a third of --epochs; the one with the best "
+        "initialisations trained together for a twelfth of --epochs; the one with the best "
         "validation NLL is kept; 1 = none",
     ),
     ("--batch-size", "B", int, "minibatch size"),

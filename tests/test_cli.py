@@ -78,7 +78,7 @@ def test_fit_writes_every_output_and_transform_reloads(tiny_file, tmp_path, caps
     assert config["batch_size"] == 64 and config["learning_rate"] == 0.005
     # Every resolved value: all FitConfig fields, the absolute data path, shape, aux, version.
     assert {f.name for f in dataclasses.fields(nica.FitConfig)} <= config.keys()
-    assert config["restart_epochs"] == 1  # resolved: a third of 3 epochs
+    assert config["restart_epochs"] == 1  # resolved: a twelfth of 3 epochs, at least 1
     assert Path(config["data"]).is_absolute() and Path(config["data"]) == tiny_file.resolve()
     assert (config["n_samples"], config["dim"]) == np.load(tiny_file)["x"].shape
     assert config["aux"]["kind"] == "segments" and config["nica_version"] == cli._version()
