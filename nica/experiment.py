@@ -643,7 +643,8 @@ def _figures(config: ExperimentConfig, records: list[dict], out: Path) -> list[s
     for r in shown:
         arrays = load_npz(out / "cells" / f"{first.label}__{r['model']}__seed{seed}.npz")
         match = mean_correlation_coefficient(arrays["s"], arrays["s_hat"])
-        panels[r["model"]] = (arrays["s"], arrays["s_hat"], match.matching, match.correlations)
+        label = r["model"] if r.get("target", "s") == "s" else f"{r['model']} vs {r['target']}"
+        panels[label] = (arrays["s"], arrays["s_hat"], match.matching, match.correlations)
     where = f"{first.label}, seed {seed}"
     plots.plot_scatter_by_model(panels, out / "scatter.png", title=f"True vs recovered: {where}")
     written.append("scatter.png")
