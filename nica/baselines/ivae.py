@@ -242,6 +242,13 @@ def _optimizer(config: IVAEConfig, steps_per_epoch: int) -> optax.GradientTransf
     return optax.chain(adam, plateau)
 
 
+def _cache_key(graphdef, rest, config, n: int):
+    """What determines the loss and optimizer of a fit (``None`` if ``rest`` holds arrays)."""
+    if jax.tree.leaves(rest):
+        return None
+    return ("ivae", graphdef, dataclasses.replace(config, seed=0), n)
+
+
 def fit_ivae_seeds(
     xs,
     us,
@@ -308,6 +315,7 @@ def fit_ivae_seeds(
         epochs=config.epochs,
         batch_size=batch_size,
         progress=progress,
+        cache_key=_cache_key(graphdef, rest, config, n),
     )
     fitted = []
     for i, seed in enumerate(seeds):

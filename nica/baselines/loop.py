@@ -95,6 +95,27 @@ def make_epoch_fn(
     return epoch
 
 
+_PROGRAMS: dict = {}  # cache key -> jitted vmapped epoch (a few, oldest dropped first)
+
+
+def _program(loss_fn, optimizer, batch_size, average, passes, cache_key) -> Callable:
+    """The jitted, seed-vmapped epoch; reused across calls with the same ``cache_key`` (the
+    caller vouches that it determines ``loss_fn`` and ``optimizer``)."""
+
+    def build():
+        epoch = make_epoch_fn(loss_fn, optimizer, batch_size, average, passes)
+        return jax.jit(jax.vmap(epoch), donate_argnums=(0, 1))
+
+    if cache_key is None:
+        return build()
+    key = (cache_key, batch_size, average, passes)
+    if key not in _PROGRAMS:
+        while len(_PROGRAMS) >= 8:
+            _PROGRAMS.pop(next(iter(_PROGRAMS)))
+        _PROGRAMS[key] = build()
+    return _PROGRAMS[key]
+
+
 def run_loop(
     loss_fn: LossFn,
     params,
@@ -108,6 +129,7 @@ def run_loop(
     passes: int = 1,
     progress: Callable[[ProgressEvent], None] | None = None,
     phase: str = "fit",
+    cache_key=None,
 ) -> LoopResult:
     """Trains ``S`` runs together for ``epochs`` epochs.
 
@@ -123,14 +145,13 @@ def run_loop(
       passes: passes over the data per compiled call (an "epoch" of ``losses``).
       progress: called with a :class:`nica.training.ProgressEvent` after every epoch.
       phase: the phase name given to ``progress``.
+      cache_key: a hashable description of ``loss_fn`` and ``optimizer``: calls with equal
+        keys reuse one compiled program (``None``: compile afresh).
     """
     n = data[0].shape[1]
     if not 1 <= batch_size <= n:
         raise ValueError(f"batch_size={batch_size} must be between 1 and the {n} samples")
-    epoch = jax.jit(
-        jax.vmap(make_epoch_fn(loss_fn, optimizer, batch_size, average, passes)),
-        donate_argnums=(0, 1),
-    )
+    epoch = _program(loss_fn, optimizer, batch_size, average, passes, cache_key)
     optimizer = optax.with_extra_args_support(optimizer)
     opt_state = jax.vmap(optimizer.init)(params)
     avg = None if average is None else jax.tree.map(jnp.copy, params)

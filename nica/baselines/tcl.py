@@ -209,6 +209,13 @@ def _phase(config: TCLConfig, labels, steps: int, n_batches: int) -> tuple:
     return sgd, max(1, math.ceil(steps / (n_batches * passes))), passes
 
 
+def _cache_key(graphdef, rest, config, n: int, phase: str):
+    """What determines a phase's loss and optimizer (``None`` if ``rest`` holds arrays)."""
+    if jax.tree.leaves(rest):
+        return None
+    return ("tcl", phase, graphdef, dataclasses.replace(config, seed=0), n)
+
+
 def fit_tcl_seeds(
     xs,
     us,
@@ -266,6 +273,7 @@ def fit_tcl_seeds(
         first = run_loop(
             loss_fn, params, data, init_keys_, optimizer=optimizer, epochs=epochs,
             batch_size=batch_size, passes=passes, progress=progress, phase="mlr",
+            cache_key=_cache_key(graphdef, rest, config, n, "mlr"),
         )  # fmt: skip
         params = first.params
         losses.append(first.losses)
@@ -273,6 +281,7 @@ def fit_tcl_seeds(
     result = run_loop(
         loss_fn, params, data, train_keys, optimizer=optimizer, epochs=epochs,
         batch_size=batch_size, average=config.average, passes=passes, progress=progress,
+        cache_key=_cache_key(graphdef, rest, config, n, "fit"),
     )  # fmt: skip
     losses.append(result.losses)
     finite = result.finite & (first.finite if config.init_steps else True)
