@@ -42,8 +42,8 @@ Command (default CPU sweep D = 16 .. 4096; on a GPU the default sweep goes to 32
 Writes ``gradient_cost.json`` (rows ``{dim, method, median_s, ...}``, rewritten atomically
 after every D, so a killed run keeps the finished dimensions), ``gradient_cost.md`` (times,
 ratios, fitted slopes) and ``gradient_cost.png`` (log-log plot, slope per row). ``--smoke``
-shrinks the run to D = 8, 16 with 3 repeats, 2 steps per call, slopes from D = 8
-(used by the tests).
+shrinks the run to D = 8, 16 with 3 repeats, 2 steps per call, autodiff at D = 8 only, slopes
+from D = 8 (used by the tests).
 """
 
 from __future__ import annotations
@@ -480,7 +480,14 @@ def plot(records: Sequence[dict], path: Path, *, fit_from: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     """Parses arguments, runs the sweep, writes JSON, Markdown and PNG; returns the records."""
-    smoke = {"dims": list(SMOKE_DIMS), "repeats": 3, "min_seconds": 0.0, "steps": 2, "fit_from": 8}
+    smoke = {
+        "dims": list(SMOKE_DIMS),
+        "repeats": 3,
+        "min_seconds": 0.0,
+        "steps": 2,
+        "fit_from": 8,
+        "autodiff_max_dim": 8,
+    }
     parser = harness.experiment_parser(__doc__, out=Path("results/gradient_cost"), smoke=smoke)
     parser.add_argument("--dims", type=harness.positive_int, nargs="+", default=None)
     parser.add_argument("--batch", type=harness.positive_int, default=100)
