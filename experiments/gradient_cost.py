@@ -30,9 +30,11 @@ not O(B D^2) (``ordinary``, steps of modes without ``bd2_step``) except the defa
 
 Each function is compiled ahead of time and run twice to warm up; then all of one D are timed
 in interleaved rounds (one call of each per round, ``block_until_ready`` after each) so that
-machine noise hits them alike. The median over rounds is reported; there are at least
-``--repeats`` rounds, more at small D so each gets about ``--min-seconds`` of timing. The slope
-of ``log(median)`` against ``log(D)`` is fitted per row over ``D >= --fit-from``.
+machine noise hits them alike; the ``autodiff`` rows are timed in rounds of their own, since
+their per-sample Jacobians (O(B D^2) memory) slow down whichever call follows them. The
+median over rounds is reported; there are at least ``--repeats`` rounds, more at small D so
+each gets about ``--min-seconds`` of timing. The slope of ``log(median)`` against ``log(D)`` is
+fitted per row over ``D >= --fit-from``.
 
 Command (default CPU sweep D = 16 .. 4096; on a GPU the default sweep goes to 32768)::
 
@@ -264,6 +266,14 @@ def _calls_at(dim: int, *, batch: int, depth: int, steps: int, seed: int) -> dic
     return calls
 
 
+def _timing_groups(calls: dict) -> list[dict]:
+    """The calls timed together: the ``autodiff`` rows apart from the others (their O(B D^2)
+    memory traffic would slow whichever call follows them in a round)."""
+    apart = {m: c for m, c in calls.items() if m.removeprefix("step:") == "autodiff"}
+    rest = {m: c for m, c in calls.items() if m not in apart}
+    return [group for group in (rest, apart) if group]
+
+
 def _records_at(dim: int, timings: dict, skipped: dict[str, str], base: dict, steps: int):
     """The rows of one ``D``: timed (step rows per step), skipped, and ``step:default``."""
     records = []
@@ -343,7 +353,9 @@ def run_sweep(
         slow, why = slow_rows(dim, slow_max_dim)
         skipped.update({m: why for m in slow if m not in skipped})
         calls = {m: c for m, c in calls.items() if m not in skipped}
-        timings = time_methods(calls, repeats=repeats, min_seconds=min_seconds)
+        timings = {}
+        for group in _timing_groups(calls):
+            timings |= time_methods(group, repeats=repeats, min_seconds=min_seconds)
         base = {"dim": dim, "batch": batch, "depth": depth, "device": device}
         records += _records_at(dim, timings, skipped, base, steps)
         if "autodiff" in timings:
