@@ -242,7 +242,34 @@ def _knot_grid(knots: int, bound: float) -> np.ndarray:
     return np.zeros(1) if knots == 1 else np.linspace(-bound, bound, knots)
 
 
-class MonotoneMixture(nnx.Module):
+class _PerUnitSlopes(nnx.Module):
+    """Shared part of the learnable activations: per-unit positive slopes ``exp(log_slopes)``
+    (shape ``(dim, n)``) bound ``sigma'`` below by their minimum; subclasses define ``value``
+    and ``derivative``."""
+
+    log_slopes: nnx.Param
+
+    def log_derivative(self, y: jax.Array) -> jax.Array:
+        """``log sigma'(y)``, shape ``(..., dim)`` -> ``(..., dim)``."""
+        return jnp.log(self.derivative(y))
+
+    def min_slope(self) -> jax.Array:
+        """The per-unit lower bound ``min`` of the slopes of ``sigma'``, shape ``(dim,)``."""
+        return jnp.exp(self.log_slopes[...].min(axis=-1))
+
+    def inverse(self, z: jax.Array) -> jax.Array:
+        """``sigma^{-1}(z)`` by safeguarded Newton, shape ``(..., dim)`` -> ``(..., dim)``."""
+        return monotone_inverse(
+            self.value,
+            self.derivative,
+            z,
+            slope_min=self.min_slope().astype(z.dtype),
+            centre=0.0,
+            iterations=80,
+        )
+
+
+class MonotoneMixture(_PerUnitSlopes):
     """Learnable, strictly increasing activation with one slope profile per unit.
 
     With fixed knots ``t_1 < ... < t_K`` (``knots`` points evenly on ``[-bound, bound]``),
@@ -334,27 +361,8 @@ class MonotoneMixture(nnx.Module):
         phi = jnp.concatenate([neg[..., :1], interior, pos[..., -1:]], axis=-1)
         return (w * phi).sum(axis=-1)
 
-    def log_derivative(self, y: jax.Array) -> jax.Array:
-        """``log sigma'(y)``, shape ``(..., dim)`` -> ``(..., dim)``."""
-        return jnp.log(self.derivative(y))
 
-    def min_slope(self) -> jax.Array:
-        """The per-unit lower bound ``min_j w_j`` of ``sigma'``, shape ``(dim,)``."""
-        return jnp.exp(self.log_slopes[...].min(axis=-1))
-
-    def inverse(self, z: jax.Array) -> jax.Array:
-        """``sigma^{-1}(z)`` by safeguarded Newton, shape ``(..., dim)`` -> ``(..., dim)``."""
-        return monotone_inverse(
-            self.value,
-            self.derivative,
-            z,
-            slope_min=self.min_slope().astype(z.dtype),
-            centre=0.0,
-            iterations=80,
-        )
-
-
-class MonotoneSpline(nnx.Module):
+class MonotoneSpline(_PerUnitSlopes):
     """Learnable, strictly increasing activation: a positive linear spline as its derivative.
 
     With ``K`` knots ``t_k = -bound + k h`` (``h = 2 bound / (K - 1)``) and, per unit, slopes
@@ -450,25 +458,6 @@ class MonotoneSpline(nnx.Module):
         """``sigma'(y) = (1 - frac) v_i + frac v_{i+1}``, ``(..., dim) -> (..., dim)``."""
         v_i, v_next, _, frac, _, _ = self._locate(y)
         return (1.0 - frac) * v_i + frac * v_next
-
-    def log_derivative(self, y: jax.Array) -> jax.Array:
-        """``log sigma'(y)``, shape ``(..., dim)`` -> ``(..., dim)``."""
-        return jnp.log(self.derivative(y))
-
-    def min_slope(self) -> jax.Array:
-        """The per-unit lower bound ``min_k v_k`` of ``sigma'``, shape ``(dim,)``."""
-        return jnp.exp(self.log_slopes[...].min(axis=-1))
-
-    def inverse(self, z: jax.Array) -> jax.Array:
-        """``sigma^{-1}(z)`` by safeguarded Newton, shape ``(..., dim)`` -> ``(..., dim)``."""
-        return monotone_inverse(
-            self.value,
-            self.derivative,
-            z,
-            slope_min=self.min_slope().astype(z.dtype),
-            centre=0.0,
-            iterations=80,
-        )
 
 
 ACTIVATIONS: dict[str, type] = {
