@@ -20,7 +20,8 @@ Full training step, what a user pays (``step:<mode>`` for every mode of ``nica.G
 the trainer's own epoch function (``nica.training.make_epoch_fn``: shuffle, gradient, the
 mode's wrapping of ``optax.adam(1e-3)``, parameter update, finite check) over ``--steps``
 minibatches, divided by ``--steps``. ``step:default`` is the step of the package default
-(``nica.gradients.DEFAULT_GRADIENT``; a copy of that mode's timing whose ``mode`` field names
+(``nica.gradients.DEFAULT_GRADIENT``, ``auto``: ``relative_coords`` while ``D <= batch``,
+``relative_pooled`` above; a copy of the resolved mode's timing whose ``mode`` field names
 it), ``step:backprop`` the same epoch function with the plain-backprop loss and the same Adam.
 
 Skipped, with the reason recorded: ``autodiff`` rows above ``--autodiff-max-dim`` or once the
@@ -68,7 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
 
 from experiments import harness
 from nica import GRADIENTS, DemixingNetwork, GradientMode, ICAModel, make_prior
-from nica.gradients import DEFAULT_GRADIENT
+from nica.gradients import DEFAULT_GRADIENT, resolve_gradient
 from nica.training import make_epoch_fn
 
 #: Gradient-only rows: modes of the registry ``nica.GRADIENTS``, then the plain-backprop floor.
@@ -195,13 +196,17 @@ def autodiff_skip_reason(
     return None
 
 
-def slow_rows(dim: int, slow_max_dim: int | None) -> tuple[set[str], str | None]:
+def default_mode(dim: int, batch: int) -> str:
+    """The mode the package default (``DEFAULT_GRADIENT``) resolves to at ``(dim, batch)``."""
+    return resolve_gradient(DEFAULT_GRADIENT, dim, batch).name
+
+
+def slow_rows(dim: int, slow_max_dim: int | None, batch: int) -> tuple[set[str], str | None]:
     """The rows not O(B D^2) that are skipped at ``dim`` (all but the default's step), and why."""
     if slow_max_dim is None or dim <= slow_max_dim:
         return set(), None
-    slow = {"ordinary"} | {
-        m for m in STEP_METHODS if not _mode(m).bd2_step and m != f"step:{DEFAULT_GRADIENT}"
-    }
+    default = f"step:{default_mode(dim, batch)}"
+    slow = {"ordinary"} | {m for m in STEP_METHODS if not _mode(m).bd2_step and m != default}
     return slow, f"not O(B D^2), skipped above --slow-max-dim={slow_max_dim}"
 
 
@@ -289,8 +294,9 @@ def _records_at(dim: int, timings: dict, skipped: dict[str, str], base: dict, st
             records.append(
                 {**base, "method": method, "median_s": None, "repeats": 0, "skipped_reason": reason}
             )
-    default = next(r for r in records if r["method"] == f"step:{DEFAULT_GRADIENT}")
-    records.append({**default, "method": "step:default", "mode": DEFAULT_GRADIENT})
+    mode = default_mode(base["dim"], base["batch"])
+    default = next(r for r in records if r["method"] == f"step:{mode}")
+    records.append({**default, "method": "step:default", "mode": mode})
     return records
 
 
@@ -350,7 +356,7 @@ def run_sweep(
         if reason is not None:
             autodiff_from = autodiff_from or f"skipped from D={dim} on: {reason}"
             skipped.update({m: autodiff_from for m in ("autodiff", "step:autodiff")})
-        slow, why = slow_rows(dim, slow_max_dim)
+        slow, why = slow_rows(dim, slow_max_dim, batch)
         skipped.update({m: why for m in slow if m not in skipped})
         calls = {m: c for m, c in calls.items() if m not in skipped}
         timings = {}
@@ -444,7 +450,8 @@ def to_markdown(records: Sequence[dict], *, fit_from: int) -> str:
         "Gradient and training-step cost per minibatch (median wall time, ms)",
         f"batch {first['batch']}, depth {first['depth']}, float32, device {first['device']}; "
         "`backprop` = plain backprop of the network and prior, no log-det term at all. "
-        f"Default gradient mode: `{DEFAULT_GRADIENT}` (`step:default`).",
+        f"Default gradient mode: `{DEFAULT_GRADIENT}` (`step:default`: `relative_coords` while "
+        "D <= batch, `relative_pooled` above).",
         "## Gradient only",
         harness.markdown_table(("D", *grad_rows, *ratios), grad_cells),
         "## Full training step (gradient + Adam update + parameter update)",

@@ -70,6 +70,7 @@ def time_epochs(
     return {
         "dim": dim,
         "gradient": gradient,
+        "mode": nica.resolve_gradient(gradient, dim, config.batch_size).name,
         "seeds": n_seeds,
         "samples": n,
         "samples_per_epoch": used,
@@ -137,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument(
         "--gradients",
         nargs="+",
-        choices=list(nica.GRADIENTS),
+        choices=[DEFAULT_GRADIENT, *nica.GRADIENTS],
         default=None,
         help="gradient modes (default: the package default and relative_pooled)",
     )

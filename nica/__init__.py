@@ -6,7 +6,7 @@ Start with :func:`fit` (arrays in, :class:`FittedModel` out; the defaults of ``n
 
 from nica.activations import ACTIVATIONS, make_activation
 from nica.estimator import FitConfig, FittedModel, build_model, fit, fit_seeds, load
-from nica.gradients import GRADIENTS, GradientMode, get_gradient
+from nica.gradients import GRADIENTS, GradientMode, get_gradient, resolve_gradient
 from nica.model import ICAModel
 from nica.network import DemixingNetwork, InvertibleDense
 from nica.priors import PRIORS, make_prior
@@ -30,6 +30,7 @@ __all__ = [
     "fit",
     "fit_seeds",
     "get_gradient",
+    "resolve_gradient",
     "load",
     "make_activation",
     "make_prior",

@@ -51,6 +51,7 @@ __all__ = [
     "is_learnable",
     "make_activation",
     "monotone_inverse",
+    "value_and_log_derivative",
 ]
 
 
@@ -62,6 +63,15 @@ class Activation(Protocol):
     def log_derivative(self, y: jax.Array) -> jax.Array: ...
 
     def inverse(self, z: jax.Array) -> jax.Array: ...
+
+
+def value_and_log_derivative(activation: Activation, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(activation.value(y), activation.log_derivative(y))``, from the activation's own
+    ``value_and_log_derivative`` when it has one (sharing the work of both)."""
+    both = getattr(activation, "value_and_log_derivative", None)
+    if both is not None:
+        return both(y)
+    return activation.value(y), activation.log_derivative(y)
 
 
 def monotone_inverse(fn, derivative, z, *, slope_min: float, centre: float, iterations: int = 60):
@@ -449,15 +459,20 @@ class MonotoneSpline(_PerUnitSlopes):
 
     def value(self, y: jax.Array) -> jax.Array:
         """``sigma(y)``, shape ``(..., dim)`` -> ``(..., dim)``."""
-        v_i, v_next, s_i, frac, a, v = self._locate(y)
-        inner = s_i + self.spacing * frac * (v_i + 0.5 * (v_next - v_i) * frac)
-        tails = v[0] * jnp.minimum(a, 0.0) + v[-1] * jnp.maximum(a - self.last, 0.0)
-        return inner + self.spacing * tails
+        return self.value_and_log_derivative(y)[0]
 
     def derivative(self, y: jax.Array) -> jax.Array:
         """``sigma'(y) = (1 - frac) v_i + frac v_{i+1}``, ``(..., dim) -> (..., dim)``."""
         v_i, v_next, _, frac, _, _ = self._locate(y)
         return (1.0 - frac) * v_i + frac * v_next
+
+    def value_and_log_derivative(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(sigma(y), log sigma'(y))`` from one lookup (what the network's forward pass
+        needs; a third smaller program to compile than the two calls)."""
+        v_i, v_next, s_i, frac, a, v = self._locate(y)
+        inner = s_i + self.spacing * frac * (v_i + 0.5 * (v_next - v_i) * frac)
+        tails = v[0] * jnp.minimum(a, 0.0) + v[-1] * jnp.maximum(a - self.last, 0.0)
+        return inner + self.spacing * tails, jnp.log((1.0 - frac) * v_i + frac * v_next)
 
 
 ACTIVATIONS: dict[str, type] = {

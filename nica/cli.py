@@ -226,6 +226,8 @@ def _fit(args) -> int:
     resolved = {
         **config.to_dict(),
         "prior": config.prior_family,
+        "gradient": config.resolved_gradient(d, n).name,
+        "gradient_rule": config.gradient,
         "restart_epochs": config.resolved_restart_epochs,
         "data": str(Path(args.data).resolve()),
         "n_samples": n,
@@ -417,7 +419,7 @@ def _add_fit_parser(commands) -> None:
     defaults = nica.FitConfig()
     auto = dataclasses.replace(defaults, prior="auto").prior_family
     relative = [name for name, mode in nica.GRADIENTS.items() if mode.relative]
-    gradients = [name for name in nica.GRADIENTS if name != "autodiff"]
+    gradients = ["auto", *(name for name in nica.GRADIENTS if name != "autodiff")]
     cmd = commands.add_parser(
         "fit",
         help="fit a demixer to an .npz file",
@@ -454,7 +456,8 @@ def _add_fit_parser(commands) -> None:
         choices=gradients,
         default=defaults.gradient,
         help=f"training rule of the square layers, one of {', '.join(gradients)}; the "
-        f"relative-gradient modes ({', '.join(relative)}) need no slogdet or inverse in a step",
+        f"relative-gradient modes ({', '.join(relative)}) need no slogdet or inverse in a step; "
+        "auto = relative_coords while D <= batch size, relative_pooled above",
     )
     cmd.add_argument(
         "--activation",

@@ -23,7 +23,7 @@ from flax import nnx
 
 from nica.conditional import CONDITIONAL_FAMILIES, ContinuousPrior, SegmentPrior
 from nica.data import Standardisation, check_labels, check_observations, standardise
-from nica.gradients import DEFAULT_GRADIENT, get_gradient
+from nica.gradients import DEFAULT_GRADIENT, GradientMode, check_gradient, resolve_gradient
 from nica.model import ICAModel
 from nica.network import DemixingNetwork
 from nica.priors import PRIORS, make_prior
@@ -59,9 +59,13 @@ class FitConfig:
       prior: component family: ``gaussian``/``laplace`` for the conditional model, any of
         ``nica.priors.PRIORS`` for the unconditional one; ``auto`` picks ``laplace`` for both.
       conditional: use ``u`` (Eq. 4) when given; ``False`` fits Eq. 3 and ignores ``u``.
-      gradient: a mode name of ``nica.GRADIENTS``: ``relative_coords`` (default: the optimizer
-        runs in relative coordinates, ordinary bias gradients), ``relative`` (MATH.md's
-        augmented relative gradient), ``ordinary`` or ``autodiff``.
+      gradient: ``auto`` (default) or a mode name of ``nica.GRADIENTS``: ``relative_coords``
+        (the optimizer runs in relative coordinates, ordinary bias gradients),
+        ``relative_pooled`` (the relative gradient with Adam's second moment pooled per
+        square kernel), ``relative`` (MATH.md's augmented relative gradient), ``ordinary`` or
+        ``autodiff``. ``auto`` is ``relative_coords`` while ``D <= batch_size`` and
+        ``relative_pooled`` above, so the step stays O(L B D^2) at every D
+        (``nica.gradients.resolve_gradient``).
       activation: demixer activation name (``nica.activations.ACTIVATIONS``). The default,
         ``monotone_spline``, is learnable (its own per-unit slope profile in every hidden layer)
         and presupposes no mixing nonlinearity; so is ``monotone_mixture`` (smoother, ~4x the
@@ -114,7 +118,7 @@ class FitConfig:
 
     def validate(self) -> FitConfig:
         """Returns self, or raises a one-line ``ValueError`` naming the bad setting."""
-        get_gradient(self.gradient)
+        check_gradient(self.gradient)
         known = CONDITIONAL_FAMILIES if self.conditional else PRIORS
         if self.prior != "auto" and self.prior not in known:
             kind = "conditional" if self.conditional else "unconditional"
@@ -134,6 +138,12 @@ class FitConfig:
     def resolved_restart_epochs(self) -> int:
         """``restart_epochs``, or a twelfth of ``epochs`` (at least 1) when it is ``None``."""
         return self.restart_epochs or max(1, self.epochs // 12)
+
+    def resolved_gradient(self, dim: int, n_samples: int) -> GradientMode:
+        """The gradient mode a fit of ``n_samples`` points of dimension ``dim`` trains with
+        (``auto`` resolved with the batch size the trainer uses, capped at the training split)."""
+        n_train = int(round(n_samples * (1 - self.validation_fraction)))
+        return resolve_gradient(self.gradient, dim, min(self.batch_size, max(1, n_train)))
 
     @property
     def prior_family(self) -> str:

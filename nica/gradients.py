@@ -19,6 +19,12 @@ The trainer always builds its step from ``mode.wrap_optimizer(optimizer)``, so a
 a wrapped optimizer is never run without it. Adding a mode means adding a class and a registry
 entry here. Modes are registered in :data:`GRADIENTS`; :func:`get_gradient` turns a name (CLI,
 configs) into the object.
+
+The default, :data:`DEFAULT_GRADIENT` = ``"auto"``, is a rule rather than a mode:
+:func:`resolve_gradient` makes it ``relative_coords`` while ``D <= B`` (its ``W U`` map-back,
+``L D^3`` per step, is then within the gradient's own ``O(L B D^2)``, and it trains best on the
+benchmarks) and ``relative_pooled`` when ``D > B`` (no ``D^3`` anywhere in its step). The
+trainers resolve it once the data dimension ``D`` and batch size ``B`` are known.
 """
 
 from __future__ import annotations
@@ -182,23 +188,51 @@ class Autodiff(GradientMode):
         return s, jnp.linalg.slogdet(jac)[1], jnp.zeros((), x.dtype)
 
 
-#: Registered modes by name; :data:`DEFAULT_GRADIENT` names the default of every trainer and
-#: of ``FitConfig``.
+#: Registered modes by name (the concrete ones; ``"auto"`` is resolved to one of them).
 GRADIENTS: dict[str, GradientMode] = {
     mode.name: mode
     for mode in (RelativeCoordinates(), RelativePooled(), Relative(), Ordinary(), Autodiff())
 }
-DEFAULT_GRADIENT = "relative_coords"
+#: The rule that picks a mode from the data dimension and batch size (:func:`resolve_gradient`).
+AUTO_GRADIENT = "auto"
+#: The default of every trainer and of ``FitConfig``.
+DEFAULT_GRADIENT = AUTO_GRADIENT
 
 
 def get_gradient(mode: str | GradientMode) -> GradientMode:
     """The mode object for a registry name (a mode object is returned unchanged).
 
     Raises:
-      ValueError: one line naming the unknown mode and the known ones.
+      ValueError: one line naming the unknown mode and the known ones, or saying that
+        ``"auto"`` needs :func:`resolve_gradient`.
     """
     if isinstance(mode, GradientMode):
         return mode
+    if mode == AUTO_GRADIENT:
+        raise ValueError(
+            "gradient mode 'auto' depends on the data dimension and batch size: resolve it "
+            "with nica.gradients.resolve_gradient(mode, dim, batch_size)"
+        )
     if mode not in GRADIENTS:
-        raise ValueError(f"unknown gradient mode {mode!r}; known: {', '.join(GRADIENTS)}")
+        known = ", ".join((AUTO_GRADIENT, *GRADIENTS))
+        raise ValueError(f"unknown gradient mode {mode!r}; known: {known}")
     return GRADIENTS[mode]
+
+
+def check_gradient(mode: str | GradientMode) -> str | GradientMode:
+    """Returns ``mode`` if it is ``"auto"``, a registered name or a mode object; else raises
+    :func:`get_gradient`'s one-line ``ValueError``."""
+    if mode != AUTO_GRADIENT:
+        get_gradient(mode)
+    return mode
+
+
+def resolve_gradient(mode: str | GradientMode, dim: int, batch_size: int) -> GradientMode:
+    """The concrete mode for data of dimension ``dim`` trained in minibatches of ``batch_size``.
+
+    ``"auto"`` gives ``relative_coords`` when ``dim <= batch_size`` and ``relative_pooled``
+    otherwise (the module docstring says why); any other name or mode is :func:`get_gradient`'s.
+    """
+    if isinstance(mode, str) and mode == AUTO_GRADIENT:
+        return GRADIENTS["relative_coords" if dim <= batch_size else "relative_pooled"]
+    return get_gradient(mode)

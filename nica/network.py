@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from nica.activations import Activation, is_learnable, make_activation
+from nica.activations import Activation, is_learnable, make_activation, value_and_log_derivative
 from nica.gradients import GRADIENTS, GradientMode, get_gradient
 from nica.relative import SquareKernel
 
@@ -152,9 +152,8 @@ class DemixingNetwork(nnx.Module):
         for k, layer in enumerate(self.layers):
             y = layer(z, mode=mode)
             if k < self.depth - 1:
-                activation = self.activations[k]
-                logdet = logdet + activation.log_derivative(y).sum(axis=-1)
-                z = activation.value(y)
+                z, log_derivative = value_and_log_derivative(self.activations[k], y)
+                logdet = logdet + log_derivative.sum(axis=-1)
             else:
                 z = y
         return z, logdet

@@ -5,9 +5,10 @@ own data, validation split and key; the restarts of a seed share its data (broad
 ``vmap``, never copied). The pieces:
 
 * :func:`validation_split`: a seed's train/validation indices, computed once per seed;
-* :func:`make_epoch_fn`: one epoch (a ``lax.scan`` of optimizer steps over shuffled minibatches)
+* :func:`make_pass_fn`: one pass (a ``lax.scan`` of optimizer steps over given minibatches)
   for one run; the optimizer is wrapped by the gradient mode here, so a mode that needs a
-  wrapped optimizer is never run without it;
+  wrapped optimizer is never run without it; :func:`make_epoch_fn` shuffles with a key first;
+* :class:`HostShuffle`: every run's per-epoch minibatch order, drawn on the host;
 * :func:`make_nll_fn`: the exact validation NLL (slogdet; evaluation only);
 * :class:`Stopping`: early stopping and divergence, per run, on the host;
 * :func:`train_runs`: the loop that ties them together over ``(seeds, restarts)``.
@@ -30,7 +31,7 @@ import optax
 from flax import nnx
 
 from nica.data import check_observations
-from nica.gradients import DEFAULT_GRADIENT, GradientMode, get_gradient
+from nica.gradients import DEFAULT_GRADIENT, GradientMode, check_gradient, resolve_gradient
 from nica.model import ICAModel
 
 __all__ = [
@@ -40,8 +41,12 @@ __all__ = [
     "Stopping",
     "TrainSettings",
     "TrainingDivergedError",
+    "HostShuffle",
+    "batch_order",
     "make_epoch_fn",
     "make_nll_fn",
+    "make_pass_fn",
+    "make_scan_fn",
     "seed_sharding",
     "split_runs_data",
     "train",
@@ -182,6 +187,79 @@ def make_nll_fn(graphdef: nnx.GraphDef, rest: nnx.State) -> Callable:
     return nll
 
 
+def make_scan_fn(
+    graphdef: nnx.GraphDef,
+    rest: nnx.State,
+    optimizer: optax.GradientTransformation,
+    *,
+    gradient: str | GradientMode = DEFAULT_GRADIENT,
+) -> Callable:
+    """Builds the pure function that scans one optimizer step per given minibatch, one run.
+
+    ``scan_(params, opt_state, xb, ub) -> (params, opt_state, data_nll, finite)``: ``xb`` of
+    shape ``(n_batches, batch, D)``, ``ub`` ``(n_batches, batch, ...)`` or ``None``.
+    ``data_nll`` is the mean minibatch NLL without the weights' log-determinants; ``finite``
+    says whether every loss and parameter stayed finite. ``gradient`` ``"auto"`` is resolved
+    from ``D`` and the batch size when the function is traced
+    (:func:`nica.gradients.resolve_gradient`). The optimizer is wrapped by the mode
+    (``mode.wrap_optimizer``); its state is the unwrapped optimizer's, so
+    ``optimizer.init(params)`` gives ``opt_state``.
+    """
+    check_gradient(gradient)
+
+    def scan_(params, opt_state, xb, ub):
+        mode = resolve_gradient(gradient, xb.shape[-1], xb.shape[-2])
+        wrapped = mode.wrap_optimizer(optimizer)
+
+        def step(carry, batch):
+            params, opt_state = carry
+            loss = lambda p, xb, ub: nnx.merge(graphdef, p, rest).training_loss(  # noqa: E731
+                xb, ub, gradient=mode
+            )
+            (_, data_nll), grads = jax.value_and_grad(loss, has_aux=True)(params, *batch)
+            updates, opt_state = wrapped.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), data_nll
+
+        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (xb, ub))
+        finite = jnp.all(jnp.isfinite(losses)) & jax.tree.reduce(
+            jnp.logical_and, jax.tree.map(lambda p: jnp.all(jnp.isfinite(p)), params)
+        )
+        return params, opt_state, losses.mean(), finite
+
+    return scan_
+
+
+def make_pass_fn(
+    graphdef: nnx.GraphDef,
+    rest: nnx.State,
+    optimizer: optax.GradientTransformation,
+    *,
+    gradient: str | GradientMode = DEFAULT_GRADIENT,
+) -> Callable:
+    """Builds the pure one-pass function of one run, over minibatches given as indices.
+
+    ``pass_(params, opt_state, order, x, u) -> (params, opt_state, data_nll, finite)``: the
+    steps of :func:`make_scan_fn` over ``x[order]``, ``u[order]``, with ``order`` of shape
+    ``(n_batches, batch)`` (integer indices into ``x`` (N, D) and ``u`` (N, ...) or ``None``).
+    """
+    scan_ = make_scan_fn(graphdef, rest, optimizer, gradient=gradient)
+
+    def pass_(params, opt_state, order, x, u):
+        return scan_(params, opt_state, x[order], None if u is None else u[order])
+
+    return pass_
+
+
+def _gather_runs(order, x, u):
+    """Minibatches of every run: ``x[s][order[s, k]]`` for ``order`` ``(S, K, n, B)`` and ``x``
+    ``(S, N, D)``, as one plain gather from the flattened seeds (a gather batched over the run
+    axes by ``vmap`` costs several times the whole step on XLA's CPU backend)."""
+    n_seeds, n = x.shape[:2]
+    flat = order + (jnp.arange(n_seeds, dtype=order.dtype) * n)[:, None, None, None]
+    pick = lambda a: None if a is None else a.reshape((-1,) + a.shape[2:])[flat]  # noqa: E731
+    return pick(x), pick(u)
+
+
 def make_epoch_fn(
     graphdef: nnx.GraphDef,
     rest: nnx.State,
@@ -193,38 +271,56 @@ def make_epoch_fn(
     """Builds the pure one-epoch function of one run (jit it, or vmap it over runs first).
 
     ``epoch(params, opt_state, key, x, u) -> (params, opt_state, data_nll, finite)``: shuffles
-    ``x`` (N, D) and ``u`` (N, ...) or ``None`` with ``key``, drops the last partial batch, and
-    scans one optimizer step per minibatch. ``data_nll`` is the mean minibatch NLL without the
-    weights' log-determinants; ``finite`` says whether every loss and parameter stayed finite.
-    The optimizer is wrapped by the mode (``mode.wrap_optimizer``); its state is the
-    unwrapped optimizer's, so ``optimizer.init(params)`` gives ``opt_state``.
+    ``x`` (N, D) and ``u`` (N, ...) or ``None`` with ``key`` (``jax.random.permutation``),
+    drops the last partial batch, and runs :func:`make_pass_fn`'s pass over the minibatches.
+    The trainer itself draws its permutations on the host (:class:`HostShuffle`: XLA's CPU sort
+    is a third of a small model's epoch); this is the same epoch for callers that hold a key.
     """
-    mode = get_gradient(gradient)
-    optimizer = mode.wrap_optimizer(optimizer)
-
-    def loss_fn(params, xb, ub):
-        return nnx.merge(graphdef, params, rest).training_loss(xb, ub, gradient=mode)
-
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-
-    def step(carry, batch):
-        params, opt_state = carry
-        (_, data_nll), grads = grad_fn(params, *batch)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), data_nll
+    pass_ = make_pass_fn(graphdef, rest, optimizer, gradient=gradient)
 
     def epoch(params, opt_state, key, x, u):
-        n_batches = x.shape[0] // batch_size
-        order = jax.random.permutation(key, x.shape[0])[: n_batches * batch_size]
-        order = order.reshape(n_batches, batch_size)
-        batches = (x[order], None if u is None else u[order])
-        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), batches)
-        finite = jnp.all(jnp.isfinite(losses)) & jax.tree.reduce(
-            jnp.logical_and, jax.tree.map(lambda p: jnp.all(jnp.isfinite(p)), params)
-        )
-        return params, opt_state, losses.mean(), finite
+        order = jax.random.permutation(key, x.shape[0])
+        return pass_(params, opt_state, batch_order(order, batch_size), x, u)
 
     return epoch
+
+
+def batch_order(permutation, batch_size: int):
+    """The first ``n_batches * batch_size`` entries of ``permutation`` (..., N) as
+    ``(..., n_batches, batch_size)`` minibatch indices (the last partial batch is dropped)."""
+    n_batches = permutation.shape[-1] // batch_size
+    kept = permutation[..., : n_batches * batch_size]
+    return kept.reshape(permutation.shape[:-1] + (n_batches, batch_size))
+
+
+class HostShuffle:
+    """Each run's minibatch order for every epoch, drawn on the host with numpy.
+
+    ``jax.random.permutation`` sorts: on XLA's CPU backend about 0.5 us per sample, a third of
+    a 5-source epoch and as much again per vmapped run, where numpy's Fisher-Yates shuffle costs
+    a few ns per sample. Every run gets its own ``numpy`` generator seeded from its JAX key, so
+    a run's orders depend on its key only: the same key gives the same fit whether the run is
+    trained alone or vmapped with others.
+
+    Args:
+      keys: PRNG keys, one per run, any leading shape ``R`` (e.g. ``(S, K)``).
+      n: samples per run (the training split's size).
+      batch_size: minibatch size (``<= n``).
+    """
+
+    def __init__(self, keys: jax.Array, n: int, batch_size: int):
+        data = np.asarray(jax.random.key_data(keys), np.uint32)
+        self.shape = tuple(keys.shape)
+        self.n, self.batch_size = n, batch_size
+        self.generators = [
+            np.random.Generator(np.random.PCG64(np.random.SeedSequence(row.tolist())))
+            for row in data.reshape(int(np.prod(self.shape, dtype=int)), -1)
+        ]
+
+    def next(self) -> np.ndarray:
+        """The next epoch's orders, ``int32`` of shape ``R + (n_batches, batch_size)``."""
+        orders = np.stack([g.permutation(self.n).astype(np.int32) for g in self.generators])
+        return batch_order(orders.reshape(self.shape + (self.n,)), self.batch_size)
 
 
 def _over_runs(fn: Callable, n_run_args: int, n_data_args: int) -> Callable:
@@ -352,12 +448,19 @@ class _Program(NamedTuple):
     nll: Callable
     logdet: Callable
     init: Callable
-    split_keys: Callable
     keep_best: Callable
 
 
-def _compile(graphdef, rest, optimizer, gradient, batch_size) -> _Program:
-    epoch = make_epoch_fn(graphdef, rest, optimizer, gradient=gradient, batch_size=batch_size)
+def _compile(graphdef, rest, optimizer, gradient) -> _Program:
+    scan_ = jax.vmap(make_scan_fn(graphdef, rest, optimizer, gradient=gradient))
+
+    def epoch(params, opt_state, order, x, u):
+        # One flat run axis: vmap nested over (seeds, restarts) runs ~1.5x slower on CPU.
+        lead = order.shape[:2]
+        flat = lambda t: jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), t)  # noqa: E731
+        back = lambda t: jax.tree.map(lambda a: a.reshape(lead + a.shape[1:]), t)  # noqa: E731
+        return back(scan_(*flat((params, opt_state, *_gather_runs(order, x, u)))))
+
     logdet = lambda p: nnx.merge(graphdef, p, rest).log_abs_det_weights()  # noqa: E731
 
     def keep_best(improved, params, best):
@@ -368,11 +471,10 @@ def _compile(graphdef, rest, optimizer, gradient, batch_size) -> _Program:
 
     both = lambda f: jax.vmap(jax.vmap(f))  # noqa: E731
     return _Program(
-        jax.jit(_over_runs(epoch, 3, 2), donate_argnums=(0, 1)),
+        jax.jit(epoch, donate_argnums=(0, 1)),
         jax.jit(_over_runs(make_nll_fn(graphdef, rest), 1, 2)),
         jax.jit(both(logdet)),
         jax.jit(both(optimizer.init)),
-        jax.jit(both(lambda k: tuple(jax.random.split(k)))),
         jax.jit(keep_best),
     )
 
@@ -380,16 +482,16 @@ def _compile(graphdef, rest, optimizer, gradient, batch_size) -> _Program:
 _PROGRAMS: dict = {}  # cache_key -> _Program (a few, oldest dropped first)
 
 
-def _program(graphdef, rest, optimizer, mode, batch_size, cache_key) -> _Program:
+def _program(graphdef, rest, optimizer, mode, cache_key) -> _Program:
     """The compiled program, reused across calls that pass the same ``cache_key`` (the caller
     vouches that it determines the optimizer); models with non-parameter arrays never share."""
     if cache_key is None or jax.tree.leaves(rest):
-        return _compile(graphdef, rest, optimizer, mode, batch_size)
-    key = (cache_key, graphdef, mode, batch_size)
+        return _compile(graphdef, rest, optimizer, mode)
+    key = (cache_key, graphdef, mode)
     if key not in _PROGRAMS:
         while len(_PROGRAMS) >= 8:
             _PROGRAMS.pop(next(iter(_PROGRAMS)))
-        _PROGRAMS[key] = _compile(graphdef, rest, optimizer, mode, batch_size)
+        _PROGRAMS[key] = _compile(graphdef, rest, optimizer, mode)
     return _PROGRAMS[key]
 
 
@@ -414,27 +516,29 @@ def train_runs(
       graphdef, params, rest: as from ``nnx.split(model, nnx.Param, ...)``, the parameters with
         leading axes ``(S, K)`` (seeds, restarts); structure and the rest are shared by all runs.
       data: the seeds' splits (:func:`split_runs_data`), leading axis ``S``.
-      keys: shuffle keys, shape ``(S, K)``.
+      keys: shuffle keys, shape ``(S, K)``: each seeds its run's :class:`HostShuffle`.
       optimizer: any Optax transformation (wrapped for the mode inside).
-      gradient: the gradient mode (name or object).
+      gradient: the gradient mode (name or object), or ``"auto"`` (resolved from ``D`` and
+        the batch size, :func:`nica.gradients.resolve_gradient`).
       settings: loop settings shared by all runs.
       progress: called with a :class:`ProgressEvent` after every epoch.
       phase: the phase name given to ``progress``.
       shard: shard the seed axis over local devices (see :func:`seed_sharding`).
       cache_key: a hashable description of ``optimizer``; calls with equal keys (and the same
-        structure, mode and batch size) reuse one compiled program.
+        structure and mode) reuse one compiled program.
 
     Returns:
       The best parameters of every run (leading axes ``(S, K)``) and one :class:`FitResult`
       per run, in row-major ``(seed, restart)`` order.
     """
     settings.validate()
-    mode = get_gradient(gradient)
     n_seeds, n_restarts = keys.shape[:2]
     padded, sharding = seed_sharding(n_seeds, shard)
     params, data, keys = _pad_seeds((params, data, keys), padded, sharding)
     batch_size = min(settings.batch_size, data.x_train.shape[1])
-    program = _program(graphdef, rest, optimizer, mode, batch_size, cache_key)
+    mode = resolve_gradient(gradient, data.x_train.shape[-1], batch_size)
+    shuffle = HostShuffle(keys, data.x_train.shape[1], batch_size)
+    program = _program(graphdef, rest, optimizer, mode, cache_key)
     n_runs = n_seeds * n_restarts
 
     def host(a):  # (padded, K) device array -> (R,) float64
@@ -447,9 +551,10 @@ def train_runs(
     log = _History(n_runs, phase, settings.epochs, progress)
     log.record(np.ones(n_runs, bool), 0, np.full(n_runs, np.nan), initial)
     for epoch in range(1, settings.epochs + 1):
-        keys, step_keys = program.split_keys(keys)
+        order = shuffle.next()
+        order = jnp.asarray(order) if sharding is None else jax.device_put(order, sharding)
         params, opt_state, data_nll, finite = program.epoch(
-            params, opt_state, step_keys, data.x_train, data.u_train
+            params, opt_state, order, data.x_train, data.u_train
         )
         stopping.after_epoch(epoch, host(finite).astype(bool))
         val = None
@@ -559,7 +664,8 @@ def train_seeds(
       models: ``S`` :class:`ICAModel` s of the same structure.
       xs: ``S`` observation arrays of one shape ``(N, D)``.
       us: ``None``, or ``S`` auxiliary arrays of one shape.
-      gradient: the gradient mode (name or object); default ``relative_coords``.
+      gradient: the gradient mode (name or object); default ``"auto"``
+        (:func:`nica.gradients.resolve_gradient`).
       optimizer: any Optax transformation; default ``optax.adam(1e-3)``.
       progress: called with a :class:`ProgressEvent` after every epoch.
       shard: shard the seed axis over local devices (``None``: when there are several).
@@ -573,7 +679,7 @@ def train_seeds(
       ValueError: bad shapes, NaN/Inf, models of different structure, bad settings.
     """
     settings = TrainSettings(**settings).validate()
-    mode = get_gradient(gradient)
+    mode = check_gradient(gradient)
     if not models or len(keys) != len(models) or len(xs) != len(models):
         raise ValueError("keys, models and xs must have the same non-zero length")
     if us is not None and len(us) != len(models):

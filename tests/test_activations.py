@@ -16,6 +16,7 @@ from nica.activations import (
     MonotoneSpline,
     is_learnable,
     make_activation,
+    value_and_log_derivative,
 )
 
 # Every registered activation, with leaky ones at slopes on both sides of 1. Learnable ones get
@@ -77,6 +78,16 @@ def test_log_derivative_matches_autodiff(case, x64):
     y = y[y[:, 0] != 0]  # leaky_relu is not differentiable at 0
     expected = jnp.log(_derivative(act, y))
     np.testing.assert_allclose(_jit(act, "log_derivative")(y), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_value_and_log_derivative_is_both_calls(case, x64):
+    """What the network's forward pass uses: an activation's shared method, or the two calls."""
+    act = _make(case, jnp.float64, dim=3)
+    y = jnp.asarray(np.random.default_rng(1).normal(size=(50, 3)) * 3.0)
+    value, log_derivative = value_and_log_derivative(act, y)
+    np.testing.assert_allclose(value, act.value(y), rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(log_derivative, act.log_derivative(y), rtol=1e-14, atol=1e-14)
 
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())

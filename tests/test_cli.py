@@ -234,7 +234,7 @@ def test_fit_help_shows_every_default_and_the_priors_each_model_takes(capsys):
     for action in fit_parser._actions:
         assert action.help and action.help.strip(), action.dest
     (gradient,) = [a for a in fit_parser._actions if a.dest == "gradient"]
-    assert list(gradient.choices) == [g for g in nica.GRADIENTS if g != "autodiff"]
+    assert list(gradient.choices) == ["auto", *(g for g in nica.GRADIENTS if g != "autodiff")]
 
 
 def test_run_help_lists_configs_and_default_out(capsys):

@@ -33,7 +33,12 @@ def test_one_set_of_defaults():
 
     for function in (nica.fit, nica.fit_seeds):
         assert inspect.signature(function).parameters["config"].default is None
-    assert nica.FitConfig().gradient == "relative_coords"
+    assert nica.FitConfig().gradient == "auto"
+    assert nica.FitConfig().resolved_gradient(5, 40_000).name == "relative_coords"
+    assert nica.FitConfig().resolved_gradient(300, 40_000).name == "relative_pooled"
+    assert nica.FitConfig(batch_size=512).resolved_gradient(300, 40_000).name == "relative_coords"
+    # The batch is capped at the training split (225 of 250 points): D = 300 > B.
+    assert nica.FitConfig(batch_size=512).resolved_gradient(300, 250).name == "relative_pooled"
     with pytest.raises(ValueError, match="unknown FitConfig setting"):
         nica.fit(np.zeros((10, 2)), learning_rte=0.1)
     with pytest.raises(ValueError, match="unknown gradient mode 'natural'"):

@@ -60,8 +60,9 @@ def test_gradient_cost_smoke(tmp_path):
     # step:default is the default mode's step, by name.
     for dim in (8, 16):
         by = {r["method"]: r for r in records if r["dim"] == dim}
-        assert by["step:default"]["mode"] == DEFAULT_GRADIENT
-        assert by["step:default"]["median_s"] == by[f"step:{DEFAULT_GRADIENT}"]["median_s"]
+        mode = nica.resolve_gradient(DEFAULT_GRADIENT, dim, 100).name
+        assert by["step:default"]["mode"] == mode == "relative_coords"  # D <= B
+        assert by["step:default"]["median_s"] == by[f"step:{mode}"]["median_s"]
     grad, steps, ratios, slopes = _tables(tmp_path / "gradient_cost.md")
     assert [row[0] for row in grad[2:]] == [row[0] for row in steps[2:]] == ["8", "16"]
     assert grad[3][3] == steps[3][steps[0].index("step:autodiff")] == "skipped"
@@ -81,14 +82,15 @@ def test_gradient_cost_slopes_and_skips():
     slopes = script["fitted_slopes"](records, 512)
     assert slopes["step:backprop"]["dims"] == [512, 1024]
     assert slopes["step:backprop"]["slope"] == pytest.approx(2.0)
-    assert script["slow_rows"](2048, 2048) == (set(), None)
-    slow, reason = script["slow_rows"](4096, 2048)
+    assert script["slow_rows"](2048, 2048, 100) == (set(), None)
+    slow, reason = script["slow_rows"](4096, 2048, 100)
+    assert script["default_mode"](4096, 100) == "relative_pooled"
     expected = {"ordinary"} | {
-        f"step:{name}"
-        for name, mode in nica.GRADIENTS.items()
-        if not mode.bd2_step and name != DEFAULT_GRADIENT
+        f"step:{name}" for name, mode in nica.GRADIENTS.items() if not mode.bd2_step
     }
     assert slow == expected and "--slow-max-dim=2048" in reason
+    # A default that resolves to a mode without bd2_step keeps its step row.
+    assert "step:relative_coords" not in script["slow_rows"](4096, 2048, 8192)[0]
 
 
 def test_gradient_cost_skip_reason():

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from nica.conditional import ContinuousPrior
-from nica.gradients import DEFAULT_GRADIENT, GRADIENTS
+from nica.gradients import DEFAULT_GRADIENT, GRADIENTS, get_gradient, resolve_gradient
 from nica.model import ICAModel
 from nica.network import DemixingNetwork
 from nica.priors import PRIORS, make_prior
@@ -188,17 +188,25 @@ def test_step_cost_claims_hold_at_d_above_b(gradient):
     assert bool(decompositions or cubic) != mode.bd2_step, f"{gradient} step has {cubic}"
 
 
-@pytest.mark.xfail(
-    not GRADIENTS[DEFAULT_GRADIENT].bd2_step,
-    strict=True,
-    reason="issue 13: the default relative_coords maps Adam's update back with W U, a "
-    "D x D x D product; a bd2_step mode (relative_pooled) as default passes",
-)
-def test_default_training_step_is_o_b_d2_at_d_above_b():
-    dim, batch = DIM_ABOVE_BATCH
+@pytest.mark.parametrize("dim, batch", [DIM_ABOVE_BATCH, (4, 8)])
+def test_default_training_step_is_o_b_d2_at_every_d(dim, batch):
+    """The default (``auto``) resolves to a ``bd2_step`` mode when D > B, so its step, Adam's
+    update included, has no D x D x D product and no decomposition there; at D <= B it is
+    ``relative_coords``, whose D^3 map-back is within the gradient's B D^2."""
+    mode = resolve_gradient(DEFAULT_GRADIENT, dim, batch)
+    assert mode.name == ("relative_pooled" if dim > batch else "relative_coords")
     jaxpr = _step_jaxpr(DEFAULT_GRADIENT, dim, batch)
-    assert not _cubic_products(jaxpr, dim)
     assert not {eqn.primitive.name for eqn in _equations(jaxpr)} & DECOMPOSITIONS
+    if dim > batch:
+        assert not _cubic_products(jaxpr, dim)
+
+
+def test_auto_gradient_needs_resolving_and_names_itself_in_errors():
+    with pytest.raises(ValueError, match="resolve_gradient"):
+        get_gradient("auto")
+    with pytest.raises(ValueError, match="known: auto, relative_coords"):
+        resolve_gradient("relative_cords", 4, 8)
+    assert resolve_gradient(GRADIENTS["ordinary"], 4, 8) is GRADIENTS["ordinary"]
 
 
 def _prior_leaves(tree):
@@ -283,8 +291,11 @@ def test_relative_coordinates_refuse_an_optimizer_wrapped_twice():
         in_relative_coordinates(wrapped)
     model = _model(3, depth=2, prior="laplace", seed=0, dtype=jnp.float32)
     graphdef, _, rest = nnx.split(model, nnx.Param, ...)
-    with pytest.raises(ValueError, match="already wrapped"):
-        make_epoch_fn(graphdef, rest, wrapped, gradient="relative_coords", batch_size=4)
+    epoch = make_epoch_fn(graphdef, rest, wrapped, gradient="relative_coords", batch_size=4)
+    params = nnx.state(model, nnx.Param)
+    x = jnp.zeros((8, 3), jnp.float32)
+    with pytest.raises(ValueError, match="already wrapped"):  # when the step is built (traced)
+        epoch(params, wrapped.init(params), jax.random.key(0), x, None)
 
 
 def test_relative_coordinates_map_back_only_square_kernels_whatever_their_path(x64):

@@ -11,7 +11,14 @@ from nica.metrics import mean_correlation_coefficient
 from nica.model import ICAModel
 from nica.network import DemixingNetwork
 from nica.priors import make_prior
-from nica.training import TrainingDivergedError, train
+from nica.training import (
+    HostShuffle,
+    TrainingDivergedError,
+    batch_order,
+    make_epoch_fn,
+    make_pass_fn,
+    train,
+)
 
 
 def _linear_ica_data(seed, n=6000, dim=4):
@@ -74,6 +81,38 @@ def test_training_is_deterministic_per_key(key):
 
     for a, b in zip(run(), run(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_host_shuffle_draws_a_permutation_per_run_and_epoch_from_its_key_alone():
+    keys = jax.random.split(jax.random.key(3), 6).reshape(2, 3)
+    shuffle = HostShuffle(keys, 103, 10)
+    first, second = shuffle.next(), shuffle.next()
+    assert first.shape == (2, 3, 10, 10) and first.dtype == np.int32
+    for orders in (first, second):  # every run: 100 distinct indices of 0..102
+        flat = orders.reshape(6, 100)
+        assert all(len(set(row)) == 100 and row.min() >= 0 and row.max() < 103 for row in flat)
+    assert len({first.reshape(6, 100)[i].tobytes() for i in range(6)}) == 6  # runs differ
+    assert not np.array_equal(first, second)  # epochs differ
+    alone = HostShuffle(keys[1, 2][None, None], 103, 10)  # run (1, 2) trained on its own
+    np.testing.assert_array_equal(alone.next()[0, 0], first[1, 2])
+    np.testing.assert_array_equal(alone.next()[0, 0], second[1, 2])
+
+
+def test_epoch_fn_is_the_pass_over_its_keys_permutation(key):
+    _, x = _linear_ica_data(5, n=250, dim=3)
+    model = ICAModel(DemixingNetwork(3, 2, rngs=nnx.Rngs(1)), make_prior("logistic"))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = optax.adam(1e-2)
+    x = jnp.asarray(x, jnp.float32)
+    by_key = make_epoch_fn(graphdef, rest, tx, gradient="relative_coords", batch_size=40)
+    by_order = make_pass_fn(graphdef, rest, tx, gradient="relative_coords")
+    order = batch_order(jax.random.permutation(key, 250), 40)
+    assert order.shape == (6, 40)
+    got = by_key(params, tx.init(params), key, x, None)
+    want = by_order(params, tx.init(params), order, x, None)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert bool(got[3]) and np.isfinite(float(got[2]))
 
 
 def test_divergence_is_detected_and_best_parameters_kept(key):
