@@ -485,6 +485,7 @@ def run_experiment(
                 records[cell.name] = new[cell.name]
                 _log_cell(new[cell.name], log)
                 notify(len(records), total, cell.name)
+    pending = _finished_elsewhere(groups, pending, records)
     ordered = [records[c.name] for g in groups for c in g if c.name in records]
     rows = _summary_rows(config, ordered, pending)
     if pending:
@@ -496,6 +497,26 @@ def run_experiment(
         return rows
     _write_outputs(config, rows, ordered, out)
     return rows
+
+
+def _finished_elsewhere(groups: list, pending: list[str], records: dict) -> list[str]:
+    """Reads the cells that other processes held when this one reached them, now that its own
+    are written; adds the finished ones to ``records`` and returns the names still pending.
+
+    The last process to write its cells then sees every cell and writes the report, even when
+    two processes split a group's cells between them (each saw some of them claimed)."""
+    cells = {c.name: c for g in groups for c in g}
+    still = []
+    for name in pending:
+        try:
+            record = _read_cell(cells[name], force=False)
+        except ValueError:  # written under another key by another run: not this run's result
+            record = None
+        if record is None:
+            still.append(name)
+        else:
+            records[name] = record
+    return still
 
 
 def _log_cell(record: dict, log) -> None:

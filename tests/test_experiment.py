@@ -215,6 +215,30 @@ def test_cell_claimed_by_a_live_process_is_left_to_it(tmp_path):
     assert not (tmp_path / "training_curves.png").exists()  # no stale figure beside the report
 
 
+def test_cells_another_process_finishes_meanwhile_complete_the_report(tmp_path):
+    """Two processes that split a group's cells: the last to finish writes the report."""
+    config = _fastica_config()
+    other = tmp_path / "other"  # what the other process writes for its cell, seed 1
+    experiment.run_experiment(config, out=other, seeds=[1], log=QUIET)
+    out, name = tmp_path / "out", "demo__fastica__seed1"
+    (out / "cells").mkdir(parents=True)
+    claim = out / "cells" / f"{name}.claim"
+    claim.write_text("another host pid 1\n")
+
+    def other_process_finishes(done, total, label):
+        if label:  # this process has written seed 0; the other one now writes seed 1
+            (out / "cells" / f"{name}.json").write_bytes(
+                (other / "cells" / f"{name}.json").read_bytes()
+            )
+            claim.unlink()
+
+    rows = experiment.run_experiment(config, out=out, log=QUIET, on_cell=other_process_finishes)
+    assert (rows[0]["n"], rows[0]["pending"]) == (2, 0)
+    assert (out / "report.md").is_file()
+    records = json.loads((out / "results.json").read_text())["cells"]
+    assert [r["seed"] for r in records] == [0, 1]
+
+
 def test_two_processes_on_one_folder_fit_each_cell_once(tmp_path):
     """The README's multi-host recipe, on one machine: two runs at once on one --out."""
     script = (
