@@ -457,22 +457,26 @@ class MonotoneSpline(_PerUnitSlopes):
         units = jnp.arange(v.shape[1])
         return v[i, units], v[i + 1, units], self._knot_values(v)[i, units], m - i, a, v
 
+    def _value_and_derivative(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(sigma(y), sigma'(y))`` from one lookup, each ``(..., dim)``."""
+        v_i, v_next, s_i, frac, a, v = self._locate(y)
+        inner = s_i + self.spacing * frac * (v_i + 0.5 * (v_next - v_i) * frac)
+        tails = v[0] * jnp.minimum(a, 0.0) + v[-1] * jnp.maximum(a - self.last, 0.0)
+        return inner + self.spacing * tails, (1.0 - frac) * v_i + frac * v_next
+
     def value(self, y: jax.Array) -> jax.Array:
         """``sigma(y)``, shape ``(..., dim)`` -> ``(..., dim)``."""
-        return self.value_and_log_derivative(y)[0]
+        return self._value_and_derivative(y)[0]
 
     def derivative(self, y: jax.Array) -> jax.Array:
         """``sigma'(y) = (1 - frac) v_i + frac v_{i+1}``, ``(..., dim) -> (..., dim)``."""
-        v_i, v_next, _, frac, _, _ = self._locate(y)
-        return (1.0 - frac) * v_i + frac * v_next
+        return self._value_and_derivative(y)[1]
 
     def value_and_log_derivative(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``(sigma(y), log sigma'(y))`` from one lookup (what the network's forward pass
         needs; a third smaller program to compile than the two calls)."""
-        v_i, v_next, s_i, frac, a, v = self._locate(y)
-        inner = s_i + self.spacing * frac * (v_i + 0.5 * (v_next - v_i) * frac)
-        tails = v[0] * jnp.minimum(a, 0.0) + v[-1] * jnp.maximum(a - self.last, 0.0)
-        return inner + self.spacing * tails, jnp.log((1.0 - frac) * v_i + frac * v_next)
+        value, derivative = self._value_and_derivative(y)
+        return value, jnp.log(derivative)
 
 
 ACTIVATIONS: dict[str, type] = {

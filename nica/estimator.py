@@ -142,7 +142,7 @@ class FitConfig:
     def resolved_gradient(self, dim: int, n_samples: int) -> GradientMode:
         """The gradient mode a fit of ``n_samples`` points of dimension ``dim`` trains with
         (``auto`` resolved with the batch size the trainer uses, capped at the training split)."""
-        n_train = int(round(n_samples * (1 - self.validation_fraction)))
+        n_train = n_samples - int(round(self.validation_fraction * n_samples))  # as the split
         return resolve_gradient(self.gradient, dim, min(self.batch_size, max(1, n_train)))
 
     @property

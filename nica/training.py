@@ -211,12 +211,14 @@ def make_scan_fn(
         mode = resolve_gradient(gradient, xb.shape[-1], xb.shape[-2])
         wrapped = mode.wrap_optimizer(optimizer)
 
+        def loss(params, xb, ub):
+            return nnx.merge(graphdef, params, rest).training_loss(xb, ub, gradient=mode)
+
+        grad_fn = jax.value_and_grad(loss, has_aux=True)
+
         def step(carry, batch):
             params, opt_state = carry
-            loss = lambda p, xb, ub: nnx.merge(graphdef, p, rest).training_loss(  # noqa: E731
-                xb, ub, gradient=mode
-            )
-            (_, data_nll), grads = jax.value_and_grad(loss, has_aux=True)(params, *batch)
+            (_, data_nll), grads = grad_fn(params, *batch)
             updates, opt_state = wrapped.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), data_nll
 
