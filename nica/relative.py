@@ -46,11 +46,13 @@ __all__ = [
     "coordinate_log_abs_det",
     "SquareKernel",
     "in_relative_coordinates",
+    "kernel_step_factor",
     "relative_dense",
     "relative_gradient_reference",
     "relative_kernel_dense",
     "relative_kernel_log_abs_det",
     "relative_log_abs_det",
+    "scale_kernel_steps",
     "square_kernel_mask",
 ]
 
@@ -315,3 +317,50 @@ def in_relative_coordinates(
 
     update.in_relative_coordinates = True  # marks the wrapped transformation
     return optax.GradientTransformation(optimizer.init, update)
+
+
+def kernel_step_factor(dim: int, reference_dim: int | None) -> float:
+    """``reference_dim / dim`` above ``reference_dim``, else 1 (and 1 for ``None``)."""
+    if reference_dim is None or dim <= reference_dim:
+        return 1.0
+    return reference_dim / dim
+
+
+def scale_kernel_steps(reference_dim: int | None) -> optax.GradientTransformation:
+    """Scales each square kernel's update by ``reference_dim / D`` when ``D > reference_dim``.
+
+    Adam (and any elementwise-normalising optimizer) moves every entry of a ``D x D`` kernel
+    update ``U`` by up to about the learning rate, so the update's spectral norm, which is what
+    perturbs the layer (``W (I + U)`` in relative coordinates), reaches ``lr D`` for a
+    sign-like rank-one update. Placed after the optimizer in a chain, this transformation
+    bounds that size by its ``reference_dim`` value at every larger ``D``; biases and other
+    parameters pass unchanged. The factor is a Python constant per kernel shape, and kernels
+    with ``D <= reference_dim`` are returned untouched (the compiled step is then the unscaled
+    one). Stateless, O(D^2) per kernel.
+
+    Args:
+      reference_dim: the dimension up to which updates are left as they are; ``None``: never
+        scale.
+
+    Returns:
+      A transformation whose ``update`` needs ``params`` (an ``nnx.State`` with square kernels).
+    """
+    if reference_dim is not None and reference_dim < 1:
+        raise ValueError(f"reference_dim must be >= 1 or None, got {reference_dim}")
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("scale_kernel_steps needs params in update()")
+        if reference_dim is None:
+            return updates, state
+        mask = jax.tree.leaves(square_kernel_mask(params))
+        leaves, treedef = jax.tree.flatten(updates)
+
+        def scaled(is_kernel, u):
+            factor = kernel_step_factor(u.shape[-1], reference_dim) if is_kernel else 1.0
+            return u if factor == 1.0 else u * jnp.asarray(factor, u.dtype)
+
+        steps = [scaled(m, u) for m, u in zip(mask, leaves, strict=True)]
+        return jax.tree.unflatten(treedef, steps), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)

@@ -1,0 +1,96 @@
+"""Square-kernel steps scaled by dimension: ``scale_kernel_steps``, ``lr_reference_dim``."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from nica import FitConfig
+from nica.estimator import make_optimizer
+from nica.model import ICAModel
+from nica.network import DemixingNetwork
+from nica.priors import make_prior
+from nica.relative import kernel_step_factor, scale_kernel_steps, square_kernel_mask
+
+
+def _params(dim: int):
+    net = DemixingNetwork(
+        dim, 3, activation="monotone_spline", rngs=nnx.Rngs(0), param_dtype=jnp.float64
+    )
+    return nnx.state(ICAModel(net, make_prior("laplace")), nnx.Param)
+
+
+def _random_like(params, seed: int):
+    leaves, treedef = jax.tree.flatten(params)
+    rng = np.random.default_rng(seed)
+    return jax.tree.unflatten(treedef, [jnp.asarray(rng.normal(size=p.shape)) for p in leaves])
+
+
+@pytest.mark.parametrize(
+    ("dim", "reference", "want"),
+    [(3, 5, 1.0), (5, 5, 1.0), (20, 5, 0.25), (50, 8, 0.16), (500, None, 1.0)],
+)
+def test_kernel_step_factor(dim, reference, want):
+    assert kernel_step_factor(dim, reference) == pytest.approx(want, rel=1e-15)
+
+
+@pytest.mark.parametrize(("dim", "reference"), [(3, 5), (5, 5), (8, 5), (20, 5), (20, None)])
+def test_only_square_kernels_above_the_reference_dim_are_scaled(dim, reference, x64):
+    params = _params(dim)
+    updates = _random_like(params, seed=dim)
+    tx = scale_kernel_steps(reference)
+    got, _ = tx.update(updates, tx.init(params), params)
+    mask = jax.tree.leaves(square_kernel_mask(params))
+    assert mask.count(True) == 3 and mask.count(False) > 3  # kernels; biases and slopes
+    factor = 1.0 if reference is None or dim <= reference else reference / dim
+    for is_kernel, a, b in zip(mask, jax.tree.leaves(got), jax.tree.leaves(updates), strict=True):
+        np.testing.assert_array_equal(a, b * factor if is_kernel else b)
+
+
+def test_default_optimizer_scales_kernel_steps_by_reference_over_dim(x64):
+    """Adam's kernel updates under the default config are ``10 / D`` times the unscaled
+    ones (``lr_reference_dim=None``), over several steps; every other update is equal."""
+    dim = 40
+    params = _params(dim)
+    scaled, plain = (
+        make_optimizer(FitConfig(**kw), n_samples=5000) for kw in ({}, {"lr_reference_dim": None})
+    )
+    mask = jax.tree.leaves(square_kernel_mask(params))
+    s_state, p_state = scaled.init(params), plain.init(params)
+    for step in range(3):
+        grads = _random_like(params, seed=step)
+        s_up, s_state = scaled.update(grads, s_state, params)
+        p_up, p_state = plain.update(grads, p_state, params)
+        for k, a, b in zip(mask, jax.tree.leaves(s_up), jax.tree.leaves(p_up), strict=True):
+            np.testing.assert_allclose(a, b * (0.25 if k else 1.0), rtol=1e-12, atol=1e-15)
+            assert float(jnp.abs(b).max()) > 0
+
+
+def test_step_scaling_refuses_bad_use(x64):
+    params = _params(4)
+    tx = scale_kernel_steps(2)
+    with pytest.raises(ValueError, match="needs params"):
+        tx.update(params, tx.init(params))
+    with pytest.raises(ValueError, match="reference_dim must be >= 1"):
+        scale_kernel_steps(0)
+    with pytest.raises(ValueError, match="lr_reference_dim must be >= 1"):
+        FitConfig(lr_reference_dim=0).validate()
+    with pytest.raises(ValueError, match="no square kernels"):
+        plain = {"kernel": jnp.eye(2)}
+        tx.update(plain, tx.init(plain), plain)
+
+
+def test_unscaled_dimensions_compile_the_same_step(x64):
+    """At ``D <= lr_reference_dim`` the transformation adds no operation to the update."""
+    params = _params(4)
+    updates = _random_like(params, seed=1)
+    plain = optax.adam(1e-2)
+    scaled = optax.chain(plain, scale_kernel_steps(5))
+
+    def count(tx):
+        fn = lambda u, p: tx.update(u, tx.init(p), p)[0]  # noqa: E731
+        return len(jax.make_jaxpr(fn)(updates, params).eqns)
+
+    assert count(scaled) == count(plain)
