@@ -228,6 +228,8 @@ def _fit(args) -> int:
         "prior": config.prior_family,
         "gradient": config.resolved_gradient(d, n).name,
         "gradient_rule": config.gradient,
+        "depth": config.resolved_depth(d),
+        "depth_rule": config.depth,
         "restart_epochs": config.resolved_restart_epochs,
         "data": str(Path(args.data).resolve()),
         "n_samples": n,
@@ -387,12 +389,25 @@ def _run(args) -> int:
     return 0
 
 
+def _depth_option(text: str) -> int | str:
+    """``--depth``: ``auto`` or an integer (its range is checked by ``FitConfig.validate``)."""
+    return text if text == "auto" else int(text)
+
+
+_depth_option.__name__ = "depth"  # argparse's message: "invalid depth value: 'x'"
+
+
 #: ``nica fit`` options that set the ``FitConfig`` field of the same name: (flag, metavar,
 #: type, help); the default shown is FitConfig's.
 _CONFIG_OPTIONS = (
     ("--seed", "N", int, "PRNG seed of initialisation, validation split and shuffling"),
     ("--epochs", "E", int, "passes over the data in the main fit"),
-    ("--depth", "L", int, "number of square layers of the demixer"),
+    (
+        "--depth",
+        "L",
+        _depth_option,
+        "number of square layers of the demixer; auto: 4 up to 10 sources, 6 above",
+    ),
     (
         "--restarts",
         "K",

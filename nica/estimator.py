@@ -49,6 +49,12 @@ __all__ = [
 ]
 
 
+#: ``FitConfig.depth`` that picks the demixer's depth from the data dimension.
+AUTO_DEPTH = "auto"
+#: Depth of the ``auto`` rule up to :data:`DEEP_ABOVE_DIM` sources, and above it.
+SHALLOW_DEPTH, DEEP_DEPTH, DEEP_ABOVE_DIM = 4, 6, 10
+
+
 @dataclasses.dataclass(frozen=True)
 class FitConfig:
     """Every setting of a fit; the defaults are the ones tuned on the published benchmarks.
@@ -56,7 +62,11 @@ class FitConfig:
     Attributes:
       seed: PRNG seed for initialisation, validation split and shuffling.
       epochs: maximum passes over the training split.
-      depth: number of square layers of the demixer.
+      depth: number of square layers of the demixer, or ``auto`` (default): 4 up to D = 10
+        sources, 6 above (:meth:`resolved_depth`). At D = 20 a 4-layer demixer stopped 14
+        nats short of the true model's likelihood (median MCC 0.793) and a 6-layer one 5.8
+        (0.920); at D = 5 a deeper demixer lost the leaky-ReLU(0.05) mixing (5 layers: 0.798
+        against 0.981).
       prior: component family: ``gaussian``/``laplace`` for the conditional model, any of
         ``nica.priors.PRIORS`` for the unconditional one; ``auto`` picks ``laplace`` for both.
       conditional: use ``u`` (Eq. 4) when given; ``False`` fits Eq. 3 and ignores ``u``.
@@ -105,7 +115,7 @@ class FitConfig:
 
     seed: int = 0
     epochs: int = 300
-    depth: int = 4
+    depth: int | str = AUTO_DEPTH
     prior: str = "auto"
     conditional: bool = True
     gradient: str = DEFAULT_GRADIENT
@@ -135,22 +145,31 @@ class FitConfig:
             raise ValueError(
                 f"unknown {kind} prior {self.prior!r}; known: auto, {', '.join(known)}"
             )
+        if self.depth != AUTO_DEPTH and not isinstance(self.depth, int):
+            raise ValueError(f"depth must be 'auto' or an integer >= 1, got {self.depth!r}")
         for name in (
             "epochs",
-            "depth",
             "batch_size",
             "eval_every",
             "restarts",
             "restart_epochs",
             "lr_reference_dim",
+            "depth",
         ):
             value = getattr(self, name)
-            if value is not None and value < 1:
+            if value is not None and value != AUTO_DEPTH and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if not self.learning_rate > 0 or not self.clip_norm > 0:
             raise ValueError("learning_rate and clip_norm must be > 0")
         self.settings(self.epochs).validate()
         return self
+
+    def resolved_depth(self, dim: int) -> int:
+        """``depth``, or for ``auto`` :data:`SHALLOW_DEPTH` up to ``DEEP_ABOVE_DIM`` sources
+        and :data:`DEEP_DEPTH` above."""
+        if self.depth != AUTO_DEPTH:
+            return int(self.depth)
+        return SHALLOW_DEPTH if dim <= DEEP_ABOVE_DIM else DEEP_DEPTH
 
     @property
     def resolved_restart_epochs(self) -> int:
@@ -221,7 +240,7 @@ def build_model(config: FitConfig, dim: int, aux: dict | None, *, key: jax.Array
     rngs = nnx.Rngs(params=key)
     demixer = DemixingNetwork(
         dim,
-        config.depth,
+        config.resolved_depth(dim),
         activation=config.activation,
         activation_kwargs=_activation_kwargs(config),
         rngs=rngs,
@@ -506,6 +525,7 @@ def fit_seeds(
         raise ValueError("all seeds' x must have the same shape and u the same labels/width")
     keys = [_seed_keys(seed, config.restarts) for seed in seeds]
     dim, aux = prepared[0][0].shape[1], prepared[0][2]
+    config = dataclasses.replace(config, depth=config.resolved_depth(dim))  # saved as resolved
     graphdef, params, rest = _initial_params(config, dim, aux, jnp.stack([k[2] for k in keys]))
     data = split_runs_data(
         [k[0] for k in keys],

@@ -769,7 +769,7 @@ EXPERIMENTS: dict[str, ExperimentConfig] = {
         name="depth",
         description=(
             "Sweep of mixing depth 1-5 on the iVAE setting (`nica run depth`); the demixer keeps"
-            " its default depth 4."
+            " its default depth (4 at 5 sources)."
         ),
         settings=_mixing_depths(),
         sweep="mixing layers",

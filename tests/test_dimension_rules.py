@@ -1,4 +1,5 @@
-"""Square-kernel steps scaled by dimension: ``scale_kernel_steps``, ``lr_reference_dim``."""
+"""Rules that follow the data dimension: kernel steps scaled by ``lr_reference_dim`` and the
+``auto`` depth of the demixer."""
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +8,7 @@ import optax
 import pytest
 from flax import nnx
 
+import nica
 from nica import FitConfig
 from nica.estimator import make_optimizer
 from nica.model import ICAModel
@@ -94,3 +96,37 @@ def test_unscaled_dimensions_compile_the_same_step(x64):
         return len(jax.make_jaxpr(fn)(updates, params).eqns)
 
     assert count(scaled) == count(plain)
+
+
+@pytest.mark.parametrize(
+    ("depth", "dim", "want"),
+    [("auto", 5, 4), ("auto", 10, 4), ("auto", 11, 6), ("auto", 50, 6), (3, 50, 3), (7, 2, 7)],
+)
+def test_resolved_depth(depth, dim, want):
+    assert FitConfig(depth=depth).resolved_depth(dim) == want
+
+
+@pytest.mark.parametrize(
+    ("depth", "message"),
+    [
+        ("deep", "depth must be 'auto' or an integer"),
+        (0, "depth must be >= 1"),
+        (2.5, "depth must be 'auto' or an integer"),
+    ],
+)
+def test_bad_depth_is_one_line_error(depth, message):
+    with pytest.raises(ValueError, match=message):
+        FitConfig(depth=depth).validate()
+
+
+def test_auto_depth_builds_and_saves_the_resolved_demixer(tmp_path):
+    """A default fit of 12 sources trains a 6-layer demixer, records ``depth=6`` (not
+    ``auto``) and reloads to the same transform."""
+    rng = np.random.default_rng(0)
+    x = rng.laplace(size=(300, 12)) @ rng.normal(size=(12, 12))
+    fitted = nica.fit(x, epochs=1, restarts=1, eval_every=1, conditional=False)
+    assert fitted.config.depth == 6 and len(fitted.model.demixer.layers) == 6
+    fitted.save(tmp_path / "fit")
+    again = nica.load(tmp_path / "fit")
+    assert again.config.depth == 6
+    np.testing.assert_array_equal(np.asarray(again.transform(x)), np.asarray(fitted.transform(x)))
