@@ -79,7 +79,7 @@ def time_epochs(
         "epoch_s_all": epoch_s,
         "samples_per_s": n_seeds * used / fastest,
         "first_epoch_s": seconds[1] - seconds[0],
-        "depth": config.depth,
+        "depth": config.resolved_depth(dim),
         "batch_size": config.batch_size,
         "device": f"{jax.default_backend()}:{jax.devices()[0].device_kind}",
     }
@@ -103,6 +103,7 @@ def markdown(records: list[dict]) -> str:
         (
             r["dim"],
             r["gradient"],
+            r["depth"],
             r["seeds"],
             f"{r['epoch_s']:.3f}",
             f"{r['samples_per_s']:,.0f}",
@@ -110,10 +111,10 @@ def markdown(records: list[dict]) -> str:
         )
         for r in records
     ]
-    header = ("D", "gradient", "seeds S", "epoch (s)", "samples/s", "vs one seed")
+    header = ("D", "gradient", "depth", "seeds S", "epoch (s)", "samples/s", "vs one seed")
     return harness.markdown_document(
         "Training throughput of nica fit (samples per second of a whole epoch)",
-        f"`nica.fit_seeds` with `FitConfig` defaults (depth {first['depth']}, batch "
+        "`nica.fit_seeds` with `FitConfig` defaults (depth `auto`: 4 up to D = 10, 6 above; batch "
         f"{first['batch_size']}, conditional model, clipped Adam), `restarts=1`; "
         f"{first['samples']} points per seed, {first['samples_per_epoch']} trained per epoch; "
         f"fastest epoch but the first (compilation) and the last (evaluation); "

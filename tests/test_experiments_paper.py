@@ -167,6 +167,7 @@ def test_throughput_smoke(tmp_path):
     ]
     for r in records:
         assert r["samples_per_epoch"] == 512 and len(r["epoch_s_all"]) == 1
+        assert r["depth"] == 4  # the auto depth resolved at D = 3
         assert r["samples_per_s"] == pytest.approx(r["seeds"] * 512 / r["epoch_s"])
     assert records[0]["speedup"] == 1.0
     assert records[1]["speedup"] == pytest.approx(
