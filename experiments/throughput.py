@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
 
 import nica
 from experiments import harness
+from nica.estimator import AUTO_DEPTH_RULE
 from nica.gradients import DEFAULT_GRADIENT
 
 
@@ -114,7 +115,7 @@ def markdown(records: list[dict]) -> str:
     header = ("D", "gradient", "depth", "seeds S", "epoch (s)", "samples/s", "vs one seed")
     return harness.markdown_document(
         "Training throughput of nica fit (samples per second of a whole epoch)",
-        "`nica.fit_seeds` with `FitConfig` defaults (depth `auto`: 4 up to D = 10, 6 above; batch "
+        f"`nica.fit_seeds` with `FitConfig` defaults (depth `auto`: {AUTO_DEPTH_RULE}; batch "
         f"{first['batch_size']}, conditional model, clipped Adam), `restarts=1`; "
         f"{first['samples']} points per seed, {first['samples_per_epoch']} trained per epoch; "
         f"fastest epoch but the first (compilation) and the last (evaluation); "

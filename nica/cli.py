@@ -33,6 +33,7 @@ from nica.activations import ACTIVATIONS
 from nica.baselines import BASELINES
 from nica.conditional import CONDITIONAL_FAMILIES
 from nica.data import check_labels, load_observations
+from nica.estimator import AUTO_DEPTH_RULE
 from nica.experiment import EXPERIMENTS, default_out
 from nica.metrics import mean_correlation_coefficient
 from nica.priors import PRIORS
@@ -406,7 +407,7 @@ _CONFIG_OPTIONS = (
         "--depth",
         "L",
         _depth_option,
-        "number of square layers of the demixer; auto: 4 up to 10 sources, 6 above",
+        f"number of square layers of the demixer; auto: {AUTO_DEPTH_RULE}",
     ),
     (
         "--restarts",

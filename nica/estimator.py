@@ -53,6 +53,8 @@ __all__ = [
 AUTO_DEPTH = "auto"
 #: Depth of the ``auto`` rule up to :data:`DEEP_ABOVE_DIM` sources, and above it.
 SHALLOW_DEPTH, DEEP_DEPTH, DEEP_ABOVE_DIM = 4, 6, 10
+#: The ``auto`` rule in words (help texts, reports).
+AUTO_DEPTH_RULE = f"{SHALLOW_DEPTH} up to {DEEP_ABOVE_DIM} sources, {DEEP_DEPTH} above"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,17 +149,12 @@ class FitConfig:
             )
         if self.depth != AUTO_DEPTH and not isinstance(self.depth, int):
             raise ValueError(f"depth must be 'auto' or an integer >= 1, got {self.depth!r}")
-        for name in (
-            "epochs",
-            "batch_size",
-            "eval_every",
-            "restarts",
-            "restart_epochs",
-            "lr_reference_dim",
-            "depth",
-        ):
+        if self.depth != AUTO_DEPTH and self.depth < 1:
+            raise ValueError(f"depth must be >= 1, got {self.depth}")
+        counts = ("epochs", "batch_size", "eval_every", "restarts", "restart_epochs")
+        for name in (*counts, "lr_reference_dim"):
             value = getattr(self, name)
-            if value is not None and value != AUTO_DEPTH and value < 1:
+            if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if not self.learning_rate > 0 or not self.clip_norm > 0:
             raise ValueError("learning_rate and clip_norm must be > 0")
