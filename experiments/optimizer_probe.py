@@ -56,7 +56,8 @@ def probe(
     datasets = [make_preset(preset, seed, n_sources=dim) for seed in seeds]
     xs = [((d.x - d.x.mean(0)) / d.x.std(0)).astype(np.float32) for d in datasets]
     aux = {"kind": "segments", "n_segments": int(datasets[0].u.max()) + 1}
-    configs = [dataclasses.replace(config, seed=s, gradient=gradient) for s in seeds]
+    depth = config.candidate_depths(dim)[0]  # one model per seed: the first depth ``auto`` tries
+    configs = [dataclasses.replace(config, seed=s, gradient=gradient, depth=depth) for s in seeds]
     # One initialisation per seed: initialisation 0 of ``fold_in(key(seed), k)``.
     init_keys = [jax.random.fold_in(jax.random.key(c.seed), 0) for c in configs]
     models = [build_model(c, dim, aux, key=k) for c, k in zip(configs, init_keys, strict=True)]

@@ -119,6 +119,7 @@ def write_fit_outputs(out: Path, fitted, data, s_hat, extra: dict) -> dict:
         "epochs_run": fitted.result.epochs_run,
         "stop_reason": fitted.result.stop_reason,
         "restarts": fitted.restarts,
+        "depth_search": fitted.depth_search,
         **extra,
     }
     if data.s is not None:
@@ -186,14 +187,18 @@ def _fit_config(args, conditional: bool):
     return nica.FitConfig(**fields, conditional=conditional).validate()
 
 
-def _plan(config) -> str:
+def _plan(config, dim: int) -> str:
     plan = f"{config.epochs} epochs"
     if config.restarts > 1:
         plan = (
             f"best of {config.restarts} initialisations after {config.resolved_restart_epochs}"
             f" epochs each, then {plan}"
         )
-    return plan
+    depths = config.candidate_depths(dim)
+    if len(depths) > 1:
+        listed = " and ".join(map(str, depths))
+        return f"{plan}; at depths {listed} in turn, keeping the lower validation NLL"
+    return f"{plan}; depth {depths[0]}"
 
 
 def _fit(args) -> int:
@@ -209,7 +214,7 @@ def _fit(args) -> int:
     model = "conditional" if conditional else "unconditional"
     n, d = data.x.shape
     _status(
-        f"nica fit: {model} model (Eq. {4 if conditional else 3}), N={n}, D={d}, {_plan(config)}"
+        f"nica fit: {model} model (Eq. {4 if conditional else 3}), N={n}, D={d}, {_plan(config, d)}"
     )
     start = time.perf_counter()
     try:
@@ -229,8 +234,9 @@ def _fit(args) -> int:
         "prior": config.prior_family,
         "gradient": config.resolved_gradient(d, n).name,
         "gradient_rule": config.gradient,
-        "depth": config.resolved_depth(d),
+        "depth": fitted.config.depth,
         "depth_rule": config.depth,
+        "depth_search": fitted.depth_search,
         "restart_epochs": config.resolved_restart_epochs,
         "data": str(Path(args.data).resolve()),
         "n_samples": n,
@@ -249,6 +255,11 @@ def _fit(args) -> int:
             f"the outputs in {out} are incomplete; run again with --force to replace them"
         ) from None
     summary = f"val NLL {metrics['val_nll']:.4f}"
+    search = fitted.depth_search
+    if search is not None:
+        tried = zip(search["depths"], search["val_nll"], strict=True)
+        listed = ", ".join(f"depth {depth}: {nll:.4f}" for depth, nll in tried)
+        summary += f" at depth {fitted.config.depth} ({listed})"
     if "nll_gap" in metrics:
         summary += f", NLL gap to the true model {metrics['nll_gap']:.3f} nats"
     if "mcc_pearson" in metrics:

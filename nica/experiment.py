@@ -293,6 +293,7 @@ def _fit_group(config: ExperimentConfig, model: str, datasets: list, seeds: list
     for f, d, seed in zip(fitted, datasets, seeds, strict=True):
         r = f.result
         fit = {"history": r.history, "val_nll": r.best_val_nll, "error": r.diverged}
+        fit.update(depth=f.config.depth, depth_search=f.depth_search)
         if r.diverged is None:
             gap = nll_gap(f, d, seed=_TEST_SEED + seed, conditional=conditional)
             fit.update(s_hat=f.transform(d.x), **gap)
@@ -346,7 +347,7 @@ def _cell_record(record: dict, fit: dict, s: np.ndarray, cells: Path) -> dict:
     if fit.get("error") is not None:
         return {**record, "status": "diverged", "error": fit["error"]}
     record["status"] = "ok"
-    for key in ("val_nll", "test_nll", "true_nll", "nll_gap"):
+    for key in ("val_nll", "test_nll", "true_nll", "nll_gap", "depth", "depth_search"):
         if fit.get(key) is not None:
             record[key] = fit[key]
     for method in ("pearson", "spearman"):

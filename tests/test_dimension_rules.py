@@ -100,10 +100,29 @@ def test_unscaled_dimensions_compile_the_same_step(x64):
 
 @pytest.mark.parametrize(
     ("depth", "dim", "want"),
-    [("auto", 5, 4), ("auto", 10, 4), ("auto", 11, 6), ("auto", 50, 6), (3, 50, 3), (7, 2, 7)],
+    [
+        ("auto", 2, (4, 5)),
+        ("auto", 10, (4, 5)),
+        ("auto", 11, (6,)),
+        ("auto", 50, (6,)),
+        (3, 50, (3,)),
+        (7, 2, (7,)),
+    ],
 )
-def test_resolved_depth(depth, dim, want):
-    assert FitConfig(depth=depth).resolved_depth(dim) == want
+def test_candidate_depths(depth, dim, want):
+    config = FitConfig(depth=depth)
+    assert config.candidate_depths(dim) == want
+    if len(want) == 1:
+        assert config.resolved_depth(dim) == want[0]
+    else:
+        with pytest.raises(ValueError, match=f"depth 'auto' at D={dim} is chosen by fitting"):
+            config.resolved_depth(dim)
+
+
+def test_auto_depth_rule_is_in_the_config_record():
+    """Cell keys hash ``to_dict``: a changed rule must change the record of an ``auto`` config."""
+    assert FitConfig().to_dict()["depth_rule"] == nica.estimator.AUTO_DEPTH_RULE
+    assert "depth_rule" not in FitConfig(depth=4).to_dict()
 
 
 @pytest.mark.parametrize(
@@ -130,3 +149,38 @@ def test_auto_depth_builds_and_saves_the_resolved_demixer(tmp_path):
     again = nica.load(tmp_path / "fit")
     assert again.config.depth == 6
     np.testing.assert_array_equal(np.asarray(again.transform(x)), np.asarray(fitted.transform(x)))
+
+
+def test_auto_depth_keeps_each_seeds_depth_with_the_lower_validation_nll():
+    """Up to 10 sources ``auto`` is exactly the explicit fits at 4 and 5 layers (same split,
+    same keys), each seed keeping the one with the lower best validation NLL."""
+    rng = np.random.default_rng(1)
+    xs = [np.tanh(rng.laplace(size=(240, 3)) @ rng.normal(size=(3, 3))) for _ in range(3)]
+    us = [np.arange(240) % 4 for _ in range(3)]
+    small = dict(epochs=3, restarts=2, restart_epochs=1, eval_every=1, batch_size=64)
+    seeds = [0, 1, 2]
+    auto = nica.fit_seeds(xs, us, seeds=seeds, **small)
+    fixed = {d: nica.fit_seeds(xs, us, seeds=seeds, depth=d, **small) for d in (4, 5)}
+    for i, fitted in enumerate(auto):
+        val = [fixed[d][i].result.best_val_nll for d in (4, 5)]
+        want = (4, 5)[int(np.argmin(val))]
+        assert fitted.depth_search == {"depths": [4, 5], "val_nll": val, "chosen": want}
+        assert fitted.config.depth == want and len(fitted.model.demixer.layers) == want
+        np.testing.assert_array_equal(fitted.transform(xs[i]), fixed[want][i].transform(xs[i]))
+
+
+def test_a_diverged_depth_is_never_kept():
+    """A candidate that diverged loses to one that ran, whatever NLL it last recorded."""
+    from nica.estimator import _keep_best_depth
+
+    class Result:
+        def __init__(self, val, diverged):
+            self.best_val_nll, self.diverged = val, diverged
+
+    def candidate(depth, val, diverged=None):
+        return nica.FittedModel(None, FitConfig(depth=depth), None, None, Result(val, diverged))
+
+    kept = _keep_best_depth((4, 5), (candidate(4, 1.0), candidate(5, -9.0, "NaN loss")))
+    assert kept.config.depth == 4 and kept.depth_search["chosen"] == 4
+    both = _keep_best_depth((4, 5), (candidate(4, 2.0, "NaN"), candidate(5, 1.0, "NaN")))
+    assert both.config.depth == 4 and both.result.diverged == "NaN"
