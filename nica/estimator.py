@@ -3,7 +3,9 @@
 One set of defaults (:class:`FitConfig`) serves the library, ``nica fit`` and ``nica run``. A fit
 validates and standardises ``x`` once where it enters, picks the conditional model (Eq. 4) when
 ``u`` is given, initialises every (seed, restart) run in one vmapped call, trains the restarts
-briefly, keeps each seed's best restart by validation NLL (picked on device) and trains it on.
+briefly, keeps each seed's best restart by validation NLL (picked on device) and trains it on;
+where ``depth='auto'`` leaves two depths (up to 10 sources) it does so for each and keeps each
+seed's depth with the lower validation NLL.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 import nica
+from nica.estimator import AUTO_DEPTH_RULE
 from nica.metrics import mean_correlation_coefficient
 from nica.storage import claim, load_npz, read_json, release, save_npz, write_json, write_text
 
@@ -546,6 +547,7 @@ def _summary_rows(config: ExperimentConfig, records: list[dict], pending: list[s
             for key in ("mcc_pearson", "mcc_spearman", "wall_s", "nll_gap"):
                 values = np.array([r.get(key, np.nan) for r in ok]) if ok else np.array([np.nan])
                 row[key] = (float(values.mean()), float(values.std()), float(np.median(values)))
+            row["depths"] = [r["depth"] for r in ok if "depth" in r]  # in seed order
             rows.append(row)
     return rows
 
@@ -578,15 +580,16 @@ def _report(config: ExperimentConfig, rows: list[dict], records: list[dict]) -> 
         f"Seeds: {list(config.seeds)}. Command: `{config.reproduce}`.",
         "",
         f"| {config.sweep} | model | Pearson MCC mean ± std | median | Spearman MCC mean ± std"
-        " | median | NLL gap (nats) | fit time (s) | n | diverged |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        " | median | NLL gap (nats) | demixer depth | fit time (s) | n | diverged |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         p, s, t, g = r["mcc_pearson"], r["mcc_spearman"], r["wall_s"], r["nll_gap"][2]
         gap = "–" if np.isnan(g) else f"{g:.3f}"
+        depths = " ".join(map(str, r.get("depths") or [])) or "–"
         lines.append(
             f"| {r['setting']} | {r['model']} | {p[0]:.3f} ± {p[1]:.3f} | {p[2]:.3f} "
-            f"| {s[0]:.3f} ± {s[1]:.3f} | {s[2]:.3f} | {gap} | {t[0]:.1f} | {r['n']} "
+            f"| {s[0]:.3f} ± {s[1]:.3f} | {s[2]:.3f} | {gap} | {depths} | {t[0]:.1f} | {r['n']} "
             f"| {r['diverged']} |"
         )
     targets = {r["model"]: r["target"] for r in records if r.get("target", "s") != "s"}
@@ -608,6 +611,9 @@ def _report(config: ExperimentConfig, rows: list[dict], records: list[dict]) -> 
         " Near 0: the fit is as likely as the truth (the optimiser found the optimum); large:"
         " optimisation or representation falls short.",
         "",
+        "Demixer depth: the depth each seed's fit kept, in seed order (with `depth` `auto`, the"
+        f" rule is {AUTO_DEPTH_RULE}).",
+        "",
         f"Fit time is wall time per fit, including the restarts, on {machines or 'this machine'}."
         " Seeds fitted together in one vmapped program share its time equally.",
         "",
@@ -619,12 +625,12 @@ def _report(config: ExperimentConfig, rows: list[dict], records: list[dict]) -> 
 
 
 def _results_csv(records: list[dict]) -> str:
-    lines = ["setting,model,seed,status,mcc_pearson,mcc_spearman,nll_gap,wall_s,key"]
+    lines = ["setting,model,seed,status,mcc_pearson,mcc_spearman,nll_gap,depth,wall_s,key"]
     for r in records:
         lines.append(
             f"{r['setting']},{r['model']},{r['seed']},{r['status']},{r.get('mcc_pearson', '')},"
-            f"{r.get('mcc_spearman', '')},{r.get('nll_gap', '')},{r.get('wall_s', '')},"
-            f"{r.get('key', '')}"
+            f"{r.get('mcc_spearman', '')},{r.get('nll_gap', '')},{r.get('depth', '')},"
+            f"{r.get('wall_s', '')},{r.get('key', '')}"
         )
     return "\n".join(lines) + "\n"
 
