@@ -113,14 +113,15 @@ class ExperimentConfig:
         return self.command or f"nica run {self.name} --out results/{self.name}"
 
     def smoke(self) -> ExperimentConfig:
-        """A tiny version (2-D data, 2 restarts x 1 epoch + 2 epochs, 1 seed; baselines a few
-        steps) for the tests."""
+        """A tiny version (2-D data, a 2-layer demixer, 2 restarts x 1 epoch + 2 epochs, 1 seed;
+        baselines a few steps) for the tests."""
         small = (("n_sources", 2), ("n_segments", 4), ("samples_per_segment", 60))
         settings = tuple(
             dataclasses.replace(s, overrides=tuple(dict(s.overrides + small).items()))
             for s in self.settings[:2]
         )
         tiny = (("epochs", 2), ("eval_every", 1), ("restarts", 2), ("restart_epochs", 1))
+        tiny += (("depth", 2),)  # one depth: ``auto``'s search is tested on its own
         fit = tuple(dict(self.fit + tiny).items())
         model_fit = self.model_fit + _SMOKE_MODEL_FIT
         return dataclasses.replace(

@@ -157,7 +157,7 @@ def test_auto_depth_keeps_each_seeds_depth_with_the_lower_validation_nll():
     rng = np.random.default_rng(1)
     xs = [np.tanh(rng.laplace(size=(240, 3)) @ rng.normal(size=(3, 3))) for _ in range(3)]
     us = [np.arange(240) % 4 for _ in range(3)]
-    small = dict(epochs=3, restarts=2, restart_epochs=1, eval_every=1, batch_size=64)
+    small = dict(epochs=3, restarts=1, eval_every=1, batch_size=64)
     seeds = [0, 1, 2]
     auto = nica.fit_seeds(xs, us, seeds=seeds, **small)
     fixed = {d: nica.fit_seeds(xs, us, seeds=seeds, depth=d, **small) for d in (4, 5)}

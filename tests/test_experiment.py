@@ -162,7 +162,7 @@ def test_cell_key_covers_everything_that_determines_a_cell(monkeypatch):
     relabelled = dataclasses.replace(setting, label="renamed")
     assert experiment.cell_key(config, relabelled, "conditional", 0) == base
     changed = [
-        (dataclasses.replace(config, fit=(*config.fit, ("depth", 2))), setting, "conditional", 0),
+        (dataclasses.replace(config, fit=(*config.fit, ("depth", 3))), setting, "conditional", 0),
         (config, setting, "unconditional", 0),
         (config, setting, "conditional", 1),
         (config, dataclasses.replace(setting, preset="icebeem-l2"), "conditional", 0),
