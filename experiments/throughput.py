@@ -83,7 +83,7 @@ def time_epochs(
         "epoch_s_all": epoch_s,
         "samples_per_s": n_seeds * used / fastest,
         "first_epoch_s": seconds[1] - seconds[0],
-        "depth": config.resolved_depth(dim),
+        "depth": config.depth,
         "batch_size": config.batch_size,
         "device": f"{jax.default_backend()}:{jax.devices()[0].device_kind}",
     }

@@ -33,7 +33,7 @@ from nica.activations import ACTIVATIONS
 from nica.baselines import BASELINES
 from nica.conditional import CONDITIONAL_FAMILIES
 from nica.data import check_labels, load_observations
-from nica.estimator import AUTO_DEPTH_RULE
+from nica.estimator import AUTO_DEPTH, AUTO_DEPTH_RULE
 from nica.experiment import EXPERIMENTS, default_out
 from nica.metrics import mean_correlation_coefficient
 from nica.priors import PRIORS
@@ -403,7 +403,7 @@ def _run(args) -> int:
 
 def _depth_option(text: str) -> int | str:
     """``--depth``: ``auto`` or an integer (its range is checked by ``FitConfig.validate``)."""
-    return text if text == "auto" else int(text)
+    return text if text == AUTO_DEPTH else int(text)
 
 
 _depth_option.__name__ = "depth"  # argparse's message: "invalid depth value: 'x'"

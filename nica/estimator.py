@@ -182,13 +182,13 @@ class FitConfig:
     def resolved_depth(self, dim: int) -> int:
         """The one depth of :meth:`candidate_depths`; a one-line ValueError when ``auto``
         leaves a choice that only a fit makes (``fit_seeds`` makes it)."""
-        (depth, *others) = self.candidate_depths(dim)
-        if others:
+        depths = self.candidate_depths(dim)
+        if len(depths) > 1:
             raise ValueError(
-                f"depth 'auto' at D={dim} is chosen by fitting each of "
-                f"{self.candidate_depths(dim)}; set an integer depth to build one model"
+                f"depth 'auto' at D={dim} is chosen by fitting each of {depths}; set an "
+                "integer depth to build one model"
             )
-        return depth
+        return depths[0]
 
     @property
     def resolved_restart_epochs(self) -> int:
@@ -499,7 +499,7 @@ def _choose_restarts(config, model_parts, data, n_samples, shuffle_keys, progres
         shard=shard,
         cache_key=_optimizer_key(config, n_samples, epochs),
     )
-    val = np.array([r.best_val_nll if r.diverged is None else np.inf for r in results])
+    val = np.array([_validation_score(r) for r in results])
     params, chosen = _best_restarts(best, jnp.asarray(val.reshape(n_seeds, n_restarts)))
     summaries = [
         {
@@ -552,38 +552,7 @@ def fit_seeds(
     ]
     if len({(p[0].shape, json.dumps(p[2], sort_keys=True)) for p in prepared}) > 1:
         raise ValueError("all seeds' x must have the same shape and u the same labels/width")
-    dim = prepared[0][0].shape[1]
-    depths = config.candidate_depths(dim)
-    fits = [
-        _fit_depth(dataclasses.replace(config, depth=depth), seeds, prepared, progress, shard)
-        for depth in depths  # each saved with its depth resolved
-    ]
-    if len(fits) == 1:
-        return fits[0]
-    return [_keep_best_depth(depths, candidates) for candidates in zip(*fits, strict=True)]
-
-
-def _validation_score(fitted: FittedModel) -> float:
-    """A fit's best validation NLL, ``inf`` when it diverged (never kept over one that ran)."""
-    result = fitted.result
-    return np.inf if result.diverged is not None else float(result.best_val_nll)
-
-
-def _keep_best_depth(depths: tuple[int, ...], candidates: tuple[FittedModel, ...]):
-    """One seed's candidate with the lowest validation NLL (the first on a tie, or when all
-    diverged), with the comparison in its ``depth_search``."""
-    scores = [_validation_score(f) for f in candidates]
-    chosen = int(np.argmin(scores))
-    val_nll = [float(f.result.best_val_nll) for f in candidates]
-    search = {"depths": list(depths), "val_nll": val_nll, "chosen": depths[chosen]}
-    return dataclasses.replace(candidates[chosen], depth_search=search)
-
-
-def _fit_depth(config: FitConfig, seeds: list[int], prepared: list, progress, shard):
-    """:func:`fit_seeds` for a ``config`` of one depth: every seed's restarts and main fit."""
     keys = [_seed_keys(seed, config.restarts) for seed in seeds]
-    dim, aux = prepared[0][0].shape[1], prepared[0][2]
-    graphdef, params, rest = _initial_params(config, dim, aux, jnp.stack([k[2] for k in keys]))
     data = split_runs_data(
         [k[0] for k in keys],
         [p[0] for p in prepared],
@@ -591,6 +560,38 @@ def _fit_depth(config: FitConfig, seeds: list[int], prepared: list, progress, sh
         config.validation_fraction,
         jnp.float32,
     )
+    depths = config.candidate_depths(prepared[0][0].shape[1])
+    fits = [  # every depth on the same split and keys; each saved with its depth resolved
+        _fit_depth(
+            dataclasses.replace(config, depth=d), seeds, prepared, keys, data, progress, shard
+        )
+        for d in depths
+    ]
+    if len(fits) == 1:
+        return fits[0]
+    return [_keep_best_depth(depths, candidates) for candidates in zip(*fits, strict=True)]
+
+
+def _validation_score(result: FitResult) -> float:
+    """A run's best validation NLL, ``inf`` when it diverged (never kept over one that ran)."""
+    return np.inf if result.diverged is not None else float(result.best_val_nll)
+
+
+def _keep_best_depth(depths: tuple[int, ...], candidates: tuple[FittedModel, ...]):
+    """One seed's candidate with the lowest validation NLL (the first on a tie, or when all
+    diverged), with the comparison in its ``depth_search``."""
+    scores = [_validation_score(f.result) for f in candidates]
+    chosen = int(np.argmin(scores))
+    val_nll = [float(f.result.best_val_nll) for f in candidates]
+    search = {"depths": list(depths), "val_nll": val_nll, "chosen": depths[chosen]}
+    return dataclasses.replace(candidates[chosen], depth_search=search)
+
+
+def _fit_depth(config: FitConfig, seeds: list[int], prepared: list, keys, data, progress, shard):
+    """:func:`fit_seeds` for a ``config`` of one depth: every seed's restarts and main fit on
+    the seeds' ``keys`` (:func:`_seed_keys`) and split ``data``."""
+    dim, aux = prepared[0][0].shape[1], prepared[0][2]
+    graphdef, params, rest = _initial_params(config, dim, aux, jnp.stack([k[2] for k in keys]))
     shuffle_keys = jnp.stack([k[1] for k in keys])
     summaries = [None] * len(seeds)
     n_samples = prepared[0][0].shape[0]
