@@ -120,6 +120,7 @@ def write_fit_outputs(out: Path, fitted, data, s_hat, extra: dict) -> dict:
         "stop_reason": fitted.result.stop_reason,
         "restarts": fitted.restarts,
         "depth_search": fitted.depth_search,
+        "prior_shape": fitted.prior_shape,
         **extra,
     }
     if data.s is not None:
@@ -444,7 +445,8 @@ def _add_config_option(cmd, defaults, flag: str, metavar: str, kind, text: str) 
 
 def _add_fit_parser(commands) -> None:
     defaults = nica.FitConfig()
-    auto = dataclasses.replace(defaults, prior="auto").prior_family
+    conditional_auto = dataclasses.replace(defaults, prior="auto").prior_family
+    unconditional_auto = dataclasses.replace(defaults, prior="auto", conditional=False).prior_family
     relative = [name for name, mode in nica.GRADIENTS.items() if mode.relative]
     gradients = ["auto", *(name for name in nica.GRADIENTS if name != "autodiff")]
     cmd = commands.add_parser(
@@ -475,7 +477,8 @@ def _add_fit_parser(commands) -> None:
         default=defaults.prior,
         help=f"component density; the conditional model (u given) takes auto, "
         f"{', '.join(CONDITIONAL_FAMILIES)}; the unconditional one (no u, or --unconditional) "
-        f"takes auto, {', '.join(PRIORS)}; auto = {auto}",
+        f"takes auto, {', '.join(PRIORS)}; auto = {conditional_auto} (its exponent learned "
+        f"per component, Laplace to Gaussian) with u, {unconditional_auto} without",
     )
     cmd.add_argument(
         "--gradient",

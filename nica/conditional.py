@@ -1,8 +1,11 @@
 """Conditional source priors ``log p_i(s_i | u)`` for the auxiliary-variable model (paper Eq. 4).
 
-Each component is a location-scale density, Gaussian or Laplace, with closed-form normaliser:
+Each component is a location-scale density with closed-form normaliser:
 
-    log p_i(s_i | u) = log q((s_i - loc_i(u)) / scale_i(u)) - log scale_i(u)
+    log p_i(s_i | u) = log q((s_i - loc_i(u)) / scale_i(u); beta_i) - log scale_i(u)
+
+``q`` is Gaussian, Laplace, or (``gennorm``) a generalised normal whose shape ``beta_i`` is
+learned per component between Laplace (1) and Gaussian (2).
 
 * :class:`SegmentPrior`: ``u`` is an integer segment label in ``0 .. n_segments - 1``; the
   per-segment, per-component location and log-scale are free parameters.
@@ -14,7 +17,9 @@ Their parameters get ordinary gradients; only the demixer's square layers get re
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -23,19 +28,62 @@ from flax import nnx
 __all__ = [
     "CONDITIONAL_FAMILIES",
     "ContinuousPrior",
+    "Family",
     "SegmentPrior",
+    "gennorm_shape",
     "standard_log_density",
 ]
 
-#: Standardised log-densities ``log q(z)`` of the location-scale families.
-CONDITIONAL_FAMILIES = {
-    "gaussian": lambda z: -0.5 * z**2 - 0.5 * math.log(2.0 * math.pi),
-    "laplace": lambda z: -jnp.abs(z) - math.log(2.0),
+#: The interval ``(low, high)`` a ``gennorm`` shape is kept in: Laplace to Gaussian.
+GENNORM_SHAPES = (1.0, 2.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """A standardised density ``log q(z; shape)`` of a location-scale family.
+
+    Attributes:
+      log_density: ``(z (batch, dim), raw_shape (dim,) or None) -> (batch, dim)``.
+      raw_shape_init: initial unconstrained shape parameter of every component, or ``None``
+        for a family without one (then ``raw_shape`` is ``None``).
+    """
+
+    log_density: Callable[[jax.Array, jax.Array | None], jax.Array]
+    raw_shape_init: float | None = None
+
+
+def gennorm_shape(raw_shape: jax.Array) -> jax.Array:
+    """The generalised normal's exponent ``beta`` in ``GENNORM_SHAPES`` from its raw parameter."""
+    low, high = GENNORM_SHAPES
+    return low + (high - low) * jax.nn.sigmoid(raw_shape)
+
+
+def _gennorm_log_density(z: jax.Array, raw_shape: jax.Array) -> jax.Array:
+    """``log q(z) = log beta - log 2 - lgamma(1/beta) - |z|^beta`` (unit scale).
+
+    ``|z|^beta`` is ``exp(beta log|z|)``: one log and one exp, whose derivatives reuse both
+    (``a ** beta`` differentiates through two more powers: a 5-source epoch took 1.25x that of
+    the Laplace prior, against 1.05x). It is 0, with derivative 0 in ``beta``, at ``z = 0``.
+    """
+    beta = gennorm_shape(raw_shape)
+    a = jnp.abs(z)
+    positive = a > 0
+    power = jnp.where(positive, jnp.exp(beta * jnp.log(jnp.where(positive, a, 1.0))), 0.0)
+    return jnp.log(beta) - math.log(2.0) - jax.scipy.special.gammaln(1.0 / beta) - power
+
+
+#: The location-scale families, by name.
+CONDITIONAL_FAMILIES: dict[str, Family] = {
+    "gaussian": Family(lambda z, _: -0.5 * z**2 - 0.5 * math.log(2.0 * math.pi)),
+    "laplace": Family(lambda z, _: -jnp.abs(z) - math.log(2.0)),
+    # Starts half-way between Laplace and Gaussian (beta = 1.5).
+    "gennorm": Family(_gennorm_log_density, raw_shape_init=0.0),
 }
 
 
-def standard_log_density(family: str):
-    """Returns ``log q`` for a family name in ``CONDITIONAL_FAMILIES`` (ValueError otherwise)."""
+def standard_log_density(family: str) -> Family:
+    """Returns the :class:`Family` named ``family`` in ``CONDITIONAL_FAMILIES`` (ValueError
+    otherwise)."""
     if family not in CONDITIONAL_FAMILIES:
         raise ValueError(
             f"unknown conditional prior family {family!r}; known: {', '.join(CONDITIONAL_FAMILIES)}"
@@ -43,8 +91,16 @@ def standard_log_density(family: str):
     return CONDITIONAL_FAMILIES[family]
 
 
-def _location_scale_log_prob(family, s, loc, log_scale):
-    return standard_log_density(family)((s - loc) * jnp.exp(-log_scale)) - log_scale
+def _raw_shape_param(family: Family, dim: int, param_dtype) -> nnx.Param | None:
+    if family.raw_shape_init is None:
+        return None
+    return nnx.Param(jnp.full((dim,), family.raw_shape_init, param_dtype))
+
+
+def _location_scale_log_prob(family, s, loc, log_scale, raw_shape):
+    raw = None if raw_shape is None else raw_shape[...]
+    z = (s - loc) * jnp.exp(-log_scale)
+    return standard_log_density(family).log_density(z, raw) - log_scale
 
 
 class SegmentPrior(nnx.Module):
@@ -53,7 +109,7 @@ class SegmentPrior(nnx.Module):
     Args:
       n_segments: number of segment labels ``M``; ``u`` takes values ``0 .. M-1``.
       dim: number of components ``D``.
-      family: ``"gaussian"`` or ``"laplace"``.
+      family: a name of ``CONDITIONAL_FAMILIES``.
       learn_location: learn per-segment means (else fixed at 0).
       param_dtype: dtype of the parameters.
     """
@@ -69,7 +125,7 @@ class SegmentPrior(nnx.Module):
         learn_location: bool = True,
         param_dtype=jnp.float32,
     ):
-        standard_log_density(family)
+        kind = standard_log_density(family)
         if n_segments < 1 or dim < 1:
             raise ValueError(f"n_segments and dim must be >= 1, got {n_segments}, {dim}")
         self.n_segments = n_segments
@@ -77,6 +133,7 @@ class SegmentPrior(nnx.Module):
         self.learn_location = learn_location
         self.log_scale = nnx.Param(jnp.zeros((n_segments, dim), param_dtype))
         self.loc = nnx.Param(jnp.zeros((n_segments, dim), param_dtype))
+        self.raw_shape = _raw_shape_param(kind, dim, param_dtype)
 
     def log_prob(self, s: jax.Array, u: jax.Array) -> jax.Array:
         """Per-component log-density, shape ``(batch, dim)``.
@@ -86,7 +143,8 @@ class SegmentPrior(nnx.Module):
           u: integer segment labels, shape ``(batch,)``.
         """
         loc = self.loc[...][u] if self.learn_location else 0.0
-        return _location_scale_log_prob(self.family, s, loc, self.log_scale[...][u])
+        log_scale = self.log_scale[...][u]
+        return _location_scale_log_prob(self.family, s, loc, log_scale, self.raw_shape)
 
 
 class ContinuousPrior(nnx.Module):
@@ -95,7 +153,7 @@ class ContinuousPrior(nnx.Module):
     Args:
       aux_dim: dimension ``d`` of ``u``.
       dim: number of components ``D``.
-      family: ``"gaussian"`` or ``"laplace"``.
+      family: a name of ``CONDITIONAL_FAMILIES``.
       hidden: widths of the hidden layers (tanh activations).
       rngs: key source for initialisation.
       param_dtype: dtype of the parameters.
@@ -113,8 +171,9 @@ class ContinuousPrior(nnx.Module):
         rngs: nnx.Rngs,
         param_dtype=jnp.float32,
     ):
-        standard_log_density(family)
+        kind = standard_log_density(family)
         self.family = family
+        self.raw_shape = _raw_shape_param(kind, dim, param_dtype)
         widths = (aux_dim, *hidden)
         self.hidden = nnx.List(
             [
@@ -141,4 +200,4 @@ class ContinuousPrior(nnx.Module):
         for layer in self.hidden:
             h = jnp.tanh(layer(h))
         loc, log_scale = jnp.split(self.head(h), 2, axis=-1)
-        return _location_scale_log_prob(self.family, s, loc, log_scale)
+        return _location_scale_log_prob(self.family, s, loc, log_scale, self.raw_shape)

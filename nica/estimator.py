@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from nica.conditional import CONDITIONAL_FAMILIES, ContinuousPrior, SegmentPrior
+from nica.conditional import CONDITIONAL_FAMILIES, ContinuousPrior, SegmentPrior, gennorm_shape
 from nica.data import Standardisation, check_labels, check_observations, standardise
 from nica.gradients import DEFAULT_GRADIENT, GradientMode, check_gradient, resolve_gradient
 from nica.model import ICAModel
@@ -79,8 +79,12 @@ class FitConfig:
         against 0.981, and in both cases the better one had the lower validation NLL. At D = 20
         a 4-layer demixer stopped 14 nats short of the true model's likelihood (median MCC
         0.793) and a 6-layer one 5.8 (0.920).
-      prior: component family: ``gaussian``/``laplace`` for the conditional model, any of
-        ``nica.priors.PRIORS`` for the unconditional one; ``auto`` picks ``laplace`` for both.
+      prior: component family: a name of ``nica.conditional.CONDITIONAL_FAMILIES`` for the
+        conditional model, of ``nica.priors.PRIORS`` for the unconditional one. ``auto`` picks
+        ``gennorm`` for the conditional model (a generalised normal whose exponent is learned
+        per component between Laplace, 1, and Gaussian, 2: a fixed Laplace prior cost Pearson
+        MCC on Gaussian sources, 0.984 against 0.999 with a Gaussian prior, and a fixed
+        Gaussian one is wrong for Laplace sources) and ``laplace`` for the unconditional one.
       conditional: use ``u`` (Eq. 4) when given; ``False`` fits Eq. 3 and ignores ``u``.
       gradient: ``auto`` (default) or a mode name of ``nica.GRADIENTS``: ``relative_coords``
         (the optimizer runs in relative coordinates, ordinary bias gradients),
@@ -203,8 +207,10 @@ class FitConfig:
 
     @property
     def prior_family(self) -> str:
-        """The resolved prior name."""
-        return "laplace" if self.prior == "auto" else self.prior
+        """The resolved prior name (``auto``: ``gennorm`` conditional, ``laplace`` not)."""
+        if self.prior != "auto":
+            return self.prior
+        return "gennorm" if self.conditional else "laplace"
 
     def settings(self, epochs: int, patience: int | None = None) -> TrainSettings:
         """The trainer's loop settings for a phase of ``epochs`` epochs."""
@@ -350,6 +356,13 @@ class FittedModel:
         return int(self.standardisation.mean.shape[0])
 
     @property
+    def prior_shape(self) -> list[float] | None:
+        """The learned exponent ``beta`` of each component (1 Laplace, 2 Gaussian) when the
+        prior is ``gennorm``, else ``None``."""
+        raw = getattr(self.model.prior, "raw_shape", None)
+        return None if raw is None else [float(b) for b in gennorm_shape(raw[...])]
+
+    @property
     def mean(self) -> np.ndarray:
         """Column means subtracted before the demixer, shape ``(dim,)``."""
         return self.standardisation.mean
@@ -398,7 +411,9 @@ class FittedModel:
         leaves = jax.tree_util.tree_leaves_with_path(nnx.state(self.model, nnx.Param))
         arrays = {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
         save_npz(directory / "checkpoint.npz", mean=self.mean, scale=self.scale, **arrays)
-        meta = {"config": dataclasses.asdict(self.config), "dim": self.dim, "aux": self.aux}
+        # The resolved prior, so that a later change of ``auto`` cannot change a saved model.
+        config = {**dataclasses.asdict(self.config), "prior": self.config.prior_family}
+        meta = {"config": config, "dim": self.dim, "aux": self.aux}
         write_json(directory / "checkpoint.json", meta)
         return directory
 
@@ -412,6 +427,9 @@ def load(directory: str | os.PathLike) -> FittedModel:
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{directory}: not a nica checkpoint ({err})") from None
     arrays = load_npz(directory / "checkpoint.npz")
+    if config.prior == "auto" and not any("raw_shape" in name for name in arrays):
+        # Saved while ``auto`` still meant laplace with u too (it is gennorm now).
+        config = dataclasses.replace(config, prior="laplace")
     model = build_model(config, meta["dim"], meta["aux"], key=jax.random.key(0))
     paths, treedef = jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))
     try:
@@ -543,6 +561,9 @@ def fit_seeds(
       ValueError: bad data or settings.
     """
     config = _resolve(config, overrides)
+    if us is None and config.conditional:
+        # Without u the fit is Eq. 3: say so, so that ``auto`` resolves to its prior.
+        config = dataclasses.replace(config, conditional=False).validate()
     seeds = [int(s) for s in seeds]
     if not seeds or len(xs) != len(seeds) or (us is not None and len(us) != len(seeds)):
         raise ValueError("pass one x (and one u) per seed, and at least one seed")

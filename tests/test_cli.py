@@ -74,7 +74,7 @@ def test_fit_writes_every_output_and_transform_reloads(tiny_file, tmp_path, caps
     assert (out / "training_curve.png").is_file()
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == "conditional" and config["seed"] == 1 and config["depth"] == 2
-    assert config["prior"] == "laplace" and config["gradient"] == "relative_coords"
+    assert config["prior"] == "gennorm" and config["gradient"] == "relative_coords"
     assert config["batch_size"] == 64 and config["learning_rate"] == 0.005
     # Every resolved value: all FitConfig fields, the absolute data path, shape, aux, version.
     assert {f.name for f in dataclasses.fields(nica.FitConfig)} <= config.keys()
@@ -86,6 +86,9 @@ def test_fit_writes_every_output_and_transform_reloads(tiny_file, tmp_path, caps
     for key in ("train_nll", "val_nll", "wall_s", "epochs_run", "mcc_pearson", "mcc_spearman"):
         assert np.isfinite(metrics[key]), key
     assert 0 < metrics["mcc_pearson"] <= 1 and metrics["epochs_run"] == 3
+    # The default conditional prior learns one exponent per component, Laplace (1) to Gaussian (2).
+    shape = metrics["prior_shape"]
+    assert len(shape) == config["dim"] and all(1 <= b <= 2 for b in shape), shape
     # A synthetic file carries its mixing: the held-out NLL gap to the true model is reported.
     assert metrics["nll_gap"] == pytest.approx(metrics["test_nll"] - metrics["true_nll"])
     assert "NLL gap to the true model" in err[1]
@@ -110,6 +113,7 @@ def test_unconditional_flag_and_data_without_u(tiny_file, x_only_file, tmp_path)
     assert config["model"] == "unconditional" and config["aux"] is None
     metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert "mcc_pearson" not in metrics and not (tmp_path / "b" / "scatter.png").exists()
+    assert config["prior"] == "laplace" and metrics["prior_shape"] is None  # fixed shape
 
 
 def test_same_seed_gives_bit_identical_recovered_file(tiny_file, tmp_path):

@@ -1,5 +1,7 @@
 """The public estimator: nica.fit / FittedModel / nica.load, and the README's library snippet."""
 
+import dataclasses
+import json
 import re
 from pathlib import Path
 
@@ -79,13 +81,40 @@ def test_log_likelihood_is_the_change_of_variables_sum_in_original_units(fitted,
 def test_save_and_load_round_trip(fitted, data, tmp_path):
     fitted.save(tmp_path / "ckpt")
     loaded = nica.load(tmp_path / "ckpt")
-    assert loaded.config == fitted.config and loaded.aux == fitted.aux
+    # The checkpoint keeps the resolved prior: a later change of "auto" cannot change it.
+    assert fitted.config.prior == "auto" and loaded.config.prior == "gennorm"
+    assert loaded.config == dataclasses.replace(fitted.config, prior="gennorm")
+    assert loaded.aux == fitted.aux and loaded.prior_shape == fitted.prior_shape
     np.testing.assert_array_equal(loaded.transform(data.x), fitted.transform(data.x))
     np.testing.assert_array_equal(
         loaded.log_likelihood(data.x, data.u), fitted.log_likelihood(data.x, data.u)
     )
     with pytest.raises(ValueError, match="not a nica checkpoint"):
         nica.load(tmp_path)
+
+
+def test_checkpoint_saved_when_auto_meant_laplace_still_loads(data, tmp_path):
+    """A checkpoint written with ``prior="auto"`` before ``auto`` became ``gennorm`` (no
+    shape parameter) is rebuilt with the Laplace prior it was trained with."""
+    laplace = nica.fit(data.x, data.u, **{**SMALL, "prior": "laplace"})
+    laplace.save(tmp_path / "old")
+    meta_path = tmp_path / "old" / "checkpoint.json"
+    meta = json.loads(meta_path.read_text())
+    meta["config"]["prior"] = "auto"
+    meta_path.write_text(json.dumps(meta))
+    loaded = nica.load(tmp_path / "old")
+    assert loaded.config.prior == "laplace" and loaded.prior_shape is None
+    np.testing.assert_array_equal(
+        loaded.log_likelihood(data.x, data.u), laplace.log_likelihood(data.x, data.u)
+    )
+
+
+def test_fit_without_u_is_the_unconditional_model_with_its_own_auto_prior(data):
+    fitted = nica.fit(data.x, **SMALL)
+    assert not fitted.config.conditional and fitted.config.prior_family == "laplace"
+    assert fitted.aux is None and fitted.prior_shape is None
+    with pytest.raises(ValueError, match="unknown unconditional prior 'gennorm'"):
+        nica.fit(data.x, **{**SMALL, "prior": "gennorm"})
 
 
 def test_bad_inputs_to_a_fitted_model(fitted):

@@ -9,7 +9,7 @@ import optax
 import pytest
 from flax import nnx
 
-from nica.conditional import ContinuousPrior
+from nica.conditional import CONDITIONAL_FAMILIES, ContinuousPrior, SegmentPrior
 from nica.gradients import DEFAULT_GRADIENT, GRADIENTS, get_gradient, resolve_gradient
 from nica.model import ICAModel
 from nica.network import DemixingNetwork
@@ -75,11 +75,11 @@ def _model(dim, depth, prior, seed, dtype=jnp.float64):
     return ICAModel(net, make_prior(prior))
 
 
-def _grads(model, x, gradient):
+def _grads(model, x, gradient, u=None):
     graphdef, params = nnx.split(model, nnx.Param)
 
     def loss(p):
-        return nnx.merge(graphdef, p).training_loss(x, gradient=gradient)[0]
+        return nnx.merge(graphdef, p).training_loss(x, u, gradient=gradient)[0]
 
     return jax.grad(loss)(params)
 
@@ -120,6 +120,35 @@ def test_network_gradient_equals_formula_in_every_layer(mode, dim, prior, batch,
         inner += float(jnp.vdot(g_w, direction(w, r_w)) + jnp.vdot(g_b, r_b))
     assert inner > 0  # descent direction for the whole network
     for a, b in zip(_prior_leaves(ordinary), _prior_leaves(relative), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("family", sorted(CONDITIONAL_FAMILIES))
+@pytest.mark.parametrize("mode", RELATIVE_MODES)
+def test_conditional_model_gradient_equals_formula(mode, family, x64):
+    """With a segment prior of every family (the default ``gennorm`` learns its shape): the
+    layers get the mode's formula, the prior's location, scale and shape ordinary gradients."""
+    formula, _ = FORMULAS[mode]
+    dim, n_segments = 4, 3
+    model = _model(dim, depth=2, prior="laplace", seed=11)
+    model.prior = SegmentPrior(n_segments, dim, family=family, param_dtype=jnp.float64)
+    rng = np.random.default_rng(7)
+    for name in ("loc", "log_scale", "raw_shape"):
+        param = getattr(model.prior, name, None)
+        if param is not None:
+            param[...] = jnp.asarray(rng.normal(size=param.shape) * 0.5)
+    x = jnp.asarray(rng.normal(size=(9, dim)))
+    u = jnp.asarray(np.arange(9) % n_segments)
+    ordinary = _grads(model, x, "ordinary", u)
+    relative = _grads(model, x, mode, u)
+    for k, layer in enumerate(model.demixer.layers):
+        e_w, e_b = formula(layer.kernel[...], layer.bias[...], *_layer_params(ordinary, k))
+        r_w, r_b = _layer_params(relative, k)
+        assert _rel_err(r_w, e_w) < 1e-10 and _rel_err(r_b, e_b) < 1e-10, f"layer {k}"
+    priors = [_prior_leaves(tree) for tree in (ordinary, relative)]
+    assert len(priors[0]) == (3 if family == "gennorm" else 2)
+    for a, b in zip(*priors, strict=True):
+        assert np.abs(np.asarray(a)).max() > 0
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
 
 
