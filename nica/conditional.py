@@ -31,7 +31,7 @@ __all__ = [
     "Family",
     "SegmentPrior",
     "gennorm_shape",
-    "standard_log_density",
+    "get_family",
 ]
 
 #: The interval ``(low, high)`` a ``gennorm`` shape is kept in: Laplace to Gaussian.
@@ -44,11 +44,13 @@ class Family:
 
     Attributes:
       log_density: ``(z (batch, dim), raw_shape (dim,) or None) -> (batch, dim)``.
+      sample: ``(key, shape (n, dim), raw_shape (dim,) or None) -> z``, float32 draws of ``q``.
       raw_shape_init: initial unconstrained shape parameter of every component, or ``None``
         for a family without one (then ``raw_shape`` is ``None``).
     """
 
     log_density: Callable[[jax.Array, jax.Array | None], jax.Array]
+    sample: Callable[[jax.Array, tuple, jax.Array | None], jax.Array]
     raw_shape_init: float | None = None
 
 
@@ -72,16 +74,30 @@ def _gennorm_log_density(z: jax.Array, raw_shape: jax.Array) -> jax.Array:
     return jnp.log(beta) - math.log(2.0) - jax.scipy.special.gammaln(1.0 / beta) - power
 
 
+def _gennorm_sample(key: jax.Array, shape: tuple, raw_shape: jax.Array) -> jax.Array:
+    """``|z|^beta`` is Gamma(1/beta, 1) distributed and the sign is fair."""
+    beta = gennorm_shape(raw_shape).astype(jnp.float32)
+    magnitude_key, sign_key = jax.random.split(key)
+    power = jax.random.gamma(magnitude_key, jnp.broadcast_to(1.0 / beta, shape), shape)
+    return jax.random.rademacher(sign_key, shape, jnp.float32) * power ** (1.0 / beta)
+
+
 #: The location-scale families, by name.
 CONDITIONAL_FAMILIES: dict[str, Family] = {
-    "gaussian": Family(lambda z, _: -0.5 * z**2 - 0.5 * math.log(2.0 * math.pi)),
-    "laplace": Family(lambda z, _: -jnp.abs(z) - math.log(2.0)),
+    "gaussian": Family(
+        lambda z, _: -0.5 * z**2 - 0.5 * math.log(2.0 * math.pi),
+        lambda key, shape, _: jax.random.normal(key, shape, jnp.float32),
+    ),
+    "laplace": Family(
+        lambda z, _: -jnp.abs(z) - math.log(2.0),
+        lambda key, shape, _: jax.random.laplace(key, shape, jnp.float32),
+    ),
     # Starts half-way between Laplace and Gaussian (beta = 1.5).
-    "gennorm": Family(_gennorm_log_density, raw_shape_init=0.0),
+    "gennorm": Family(_gennorm_log_density, _gennorm_sample, raw_shape_init=0.0),
 }
 
 
-def standard_log_density(family: str) -> Family:
+def get_family(family: str) -> Family:
     """Returns the :class:`Family` named ``family`` in ``CONDITIONAL_FAMILIES`` (ValueError
     otherwise)."""
     if family not in CONDITIONAL_FAMILIES:
@@ -100,7 +116,7 @@ def _raw_shape_param(family: Family, dim: int, param_dtype) -> nnx.Param | None:
 def _location_scale_log_prob(family, s, loc, log_scale, raw_shape):
     raw = None if raw_shape is None else raw_shape[...]
     z = (s - loc) * jnp.exp(-log_scale)
-    return standard_log_density(family).log_density(z, raw) - log_scale
+    return get_family(family).log_density(z, raw) - log_scale
 
 
 class SegmentPrior(nnx.Module):
@@ -125,7 +141,7 @@ class SegmentPrior(nnx.Module):
         learn_location: bool = True,
         param_dtype=jnp.float32,
     ):
-        kind = standard_log_density(family)
+        kind = get_family(family)
         if n_segments < 1 or dim < 1:
             raise ValueError(f"n_segments and dim must be >= 1, got {n_segments}, {dim}")
         self.n_segments = n_segments
@@ -171,7 +187,7 @@ class ContinuousPrior(nnx.Module):
         rngs: nnx.Rngs,
         param_dtype=jnp.float32,
     ):
-        kind = standard_log_density(family)
+        kind = get_family(family)
         self.family = family
         self.raw_shape = _raw_shape_param(kind, dim, param_dtype)
         widths = (aux_dim, *hidden)

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from nica.conditional import SegmentPrior, gennorm_shape
+from nica.conditional import SegmentPrior, get_family
 from nica.data import check_labels, check_observations, standardise
 from nica.estimator import FitConfig, FittedModel, build_model, load, make_optimizer
 from nica.priors import GaussianPrior, LaplacePrior, LogisticPrior
@@ -242,17 +242,7 @@ def gaussian_log_likelihood(z_train: np.ndarray, z_test: np.ndarray) -> np.ndarr
     )
 
 
-def _gennorm_draw(key: jax.Array, beta: jax.Array, shape: tuple) -> jax.Array:
-    """Draws of density ``exp(-|z|^beta) beta / (2 Gamma(1/beta))``, exponent ``beta (dim,)``:
-    ``|z|^beta`` is Gamma(1/beta, 1) distributed, the sign is fair."""
-    magnitude_key, sign_key = jax.random.split(key)
-    power = jax.random.gamma(magnitude_key, jnp.broadcast_to(1.0 / beta, shape), shape)
-    return jax.random.rademacher(sign_key, shape, jnp.float32) * power ** (1.0 / beta)
-
-
-def _standard_draw(key: jax.Array, family: str, shape: tuple, raw_shape=None) -> jax.Array:
-    if family == "gennorm":
-        return _gennorm_draw(key, gennorm_shape(raw_shape[...]).astype(jnp.float32), shape)
+def _standard_draw(key: jax.Array, family: str, shape: tuple) -> jax.Array:
     draw = {"gaussian": jax.random.normal, "laplace": jax.random.laplace}
     draw["logistic"] = jax.random.logistic
     return draw[family](key, shape, jnp.float32)
@@ -269,7 +259,8 @@ def sample_prior(key: jax.Array, prior, dim: int, n: int, u=None) -> np.ndarray:
         if u is None or np.shape(u) != (n,):
             raise ValueError(f"sampling a segment prior needs labels u of shape ({n},)")
         labels = check_labels(u)
-        eps = _standard_draw(key, prior.family, (n, dim), prior.raw_shape)
+        raw_shape = None if prior.raw_shape is None else prior.raw_shape[...]
+        eps = get_family(prior.family).sample(key, (n, dim), raw_shape)
         loc = prior.loc[...][labels] if prior.learn_location else 0.0
         return np.asarray(loc + jnp.exp(prior.log_scale[...][labels]) * eps, np.float64)
     if type(prior) not in _FAMILY:
