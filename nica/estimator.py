@@ -23,7 +23,13 @@ import numpy as np
 import optax
 from flax import nnx
 
-from nica.conditional import CONDITIONAL_FAMILIES, ContinuousPrior, SegmentPrior, gennorm_shape
+from nica.conditional import (
+    CONDITIONAL_FAMILIES,
+    ContinuousPrior,
+    SegmentPrior,
+    gennorm_shape,
+    resolved_shape_init,
+)
 from nica.data import Standardisation, check_labels, check_observations, standardise
 from nica.gradients import DEFAULT_GRADIENT, GradientMode, check_gradient, resolve_gradient
 from nica.model import ICAModel
@@ -85,6 +91,8 @@ class FitConfig:
         per component between Laplace, 1, and Gaussian, 2: a fixed Laplace prior cost Pearson
         MCC on Gaussian sources, 0.984 against 0.999 with a Gaussian prior, and a fixed
         Gaussian one is wrong for Laplace sources) and ``laplace`` for the unconditional one.
+      prior_shape_init: the initial exponent of a ``gennorm`` prior, in (1, 2) (``None``: its
+        default, 1.02, the Laplace end; see ``nica.conditional.CONDITIONAL_FAMILIES``).
       conditional: use ``u`` (Eq. 4) when given; ``False`` fits Eq. 3 and ignores ``u``.
       gradient: ``auto`` (default) or a mode name of ``nica.GRADIENTS``: ``relative_coords``
         (the optimizer runs in relative coordinates, ordinary bias gradients),
@@ -133,6 +141,7 @@ class FitConfig:
     epochs: int = 300
     depth: int | str = AUTO_DEPTH
     prior: str = "auto"
+    prior_shape_init: float | None = None
     conditional: bool = True
     gradient: str = DEFAULT_GRADIENT
     activation: str = "monotone_spline"
@@ -161,6 +170,10 @@ class FitConfig:
             raise ValueError(
                 f"unknown {kind} prior {self.prior!r}; known: auto, {', '.join(known)}"
             )
+        if self.conditional:
+            resolved_shape_init(self.prior_family, self.prior_shape_init)
+        elif self.prior_shape_init is not None:
+            raise ValueError("prior_shape_init is for the conditional model's gennorm prior")
         if self.depth != AUTO_DEPTH and not isinstance(self.depth, int):
             raise ValueError(f"depth must be 'auto' or an integer >= 1, got {self.depth!r}")
         if self.depth != AUTO_DEPTH and self.depth < 1:
@@ -212,6 +225,14 @@ class FitConfig:
             return self.prior
         return "gennorm" if self.conditional else "laplace"
 
+    @property
+    def resolved_prior_shape_init(self) -> float | None:
+        """The conditional prior's initial shape (``None`` for a family without one, or the
+        unconditional model)."""
+        if not self.conditional:
+            return None
+        return resolved_shape_init(self.prior_family, self.prior_shape_init)
+
     def settings(self, epochs: int, patience: int | None = None) -> TrainSettings:
         """The trainer's loop settings for a phase of ``epochs`` epochs."""
         return TrainSettings(
@@ -227,11 +248,13 @@ class FitConfig:
         ``depth='auto'``, the rule's wording (JSON-ready; ``nica run``'s cell keys hash it, so
         a changed rule is never mistaken for a finished cell)."""
         rule = {"depth_rule": AUTO_DEPTH_RULE} if self.depth == AUTO_DEPTH else {}
+        shape = self.resolved_prior_shape_init
         return {
             **dataclasses.asdict(self),
             "prior_family": self.prior_family,
             "resolved_restart_epochs": self.resolved_restart_epochs,
             **rule,
+            **({} if shape is None else {"resolved_prior_shape_init": shape}),
         }
 
     @classmethod
@@ -277,9 +300,17 @@ def build_model(config: FitConfig, dim: int, aux: dict | None, *, key: jax.Array
     if aux is None:
         return ICAModel(demixer, make_prior(config.prior_family))
     if aux["kind"] == "segments":
-        prior = SegmentPrior(aux["n_segments"], dim, family=config.prior_family)
+        prior = SegmentPrior(
+            aux["n_segments"], dim, family=config.prior_family, shape_init=config.prior_shape_init
+        )
     else:
-        prior = ContinuousPrior(aux["aux_dim"], dim, family=config.prior_family, rngs=rngs)
+        prior = ContinuousPrior(
+            aux["aux_dim"],
+            dim,
+            family=config.prior_family,
+            rngs=rngs,
+            shape_init=config.prior_shape_init,
+        )
     return ICAModel(demixer, prior)
 
 

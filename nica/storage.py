@@ -174,11 +174,31 @@ def _create_exclusive(path: Path) -> bool:
     return True
 
 
+def _owner_gone(path: Path) -> bool:
+    """True when the claim's owner ran on this host and its process no longer exists (a run
+    killed before it could release its claims)."""
+    try:
+        record = json.loads(path.read_bytes())
+        pid, host = int(record["pid"]), record["host"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if host != socket.gethostname() or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by another user
+        return False
+    return False
+
+
 def claim(path: str | os.PathLike, *, stale_after: float) -> bool:
     """Takes the claim file ``path`` for this process; True if taken, False if held elsewhere.
 
     The file is created atomically (``O_CREAT | O_EXCL``) and holds ``{"pid", "host",
-    "time"}``. A claim whose file was last modified more than ``stale_after`` seconds ago is
+    "time"}``. A claim whose file was last modified more than ``stale_after`` seconds ago, or
+    whose owner was a process of this host that has exited (killed before releasing it), is
     taken over: it is renamed away (only one process can rename a given file) and checked to be
     the stale one (same inode and modification time) before a new claim is created, again with
     ``O_EXCL``; so at most one process wins, also when several find the same stale claim.
@@ -197,7 +217,7 @@ def claim(path: str | os.PathLike, *, stale_after: float) -> bool:
             seen = os.stat(path)
         except FileNotFoundError:  # released meanwhile: try to create it again
             continue
-        if time.time() - seen.st_mtime < stale_after:
+        if time.time() - seen.st_mtime < stale_after and not _owner_gone(path):
             return False
         grave = path.with_name(f".{path.name}.{uuid.uuid4().hex}.stale")
         try:

@@ -110,7 +110,7 @@ def test_gennorm_prior_learns_the_source_shape(sampler, lies):
     scales = np.array([[0.5], [2.0]])
     u = np.arange(4000) % n_segments
     s = jnp.asarray(getattr(rng, sampler)(size=(4000, dim)) * scales[u])
-    prior = SegmentPrior(n_segments, dim, family="gennorm")
+    prior = SegmentPrior(n_segments, dim, family="gennorm", shape_init=1.5)
     graphdef, params = nnx.split(prior, nnx.Param)
     tx = optax.adam(0.05)
 

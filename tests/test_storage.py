@@ -5,6 +5,7 @@ standard library and NumPy), so each starts in a fraction of a second.
 """
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -45,7 +46,8 @@ elif job == "read":
             bad += 1
     print(bad, reads)
 elif job == "claim":
-    print(int(storage.claim(target, stale_after=float(sys.argv[5]))))
+    print(int(storage.claim(target, stale_after=float(sys.argv[5]))), flush=True)
+    time.sleep(1.0)  # hold it while alive: a claim of an exited process may be taken over
 """
 
 
@@ -218,6 +220,26 @@ def test_stale_claim_is_taken_over_fresh_one_is_not(tmp_path):
     assert not claim(path, stale_after=600)
     assert claim(path, stale_after=60)
     assert read_json(path)["pid"] == os.getpid()
+    assert _leftovers(tmp_path) == []
+
+
+def test_fresh_claim_of_an_exited_process_on_this_host_is_taken_over(tmp_path):
+    """A run killed before releasing its claims leaves them fresh; the owner's pid is gone."""
+    path = tmp_path / "cell.claim"
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+    host = socket.gethostname()
+    write_json(path, {"pid": int(finished.stdout), "host": host, "time": time.time()})
+    assert claim(path, stale_after=3600)
+    assert read_json(path)["pid"] == os.getpid()
+    # A live owner on this host, or any owner elsewhere, keeps a fresh claim.
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as alive:
+        try:
+            for owner in ({"pid": alive.pid, "host": host}, {"pid": -1, "host": "elsewhere"}):
+                write_json(path, {**owner, "time": time.time()})
+                assert not claim(path, stale_after=3600), owner
+        finally:
+            alive.kill()
     assert _leftovers(tmp_path) == []
 
 
