@@ -297,8 +297,9 @@ def build_model(config: FitConfig, dim: int, aux: dict | None, *, key: jax.Array
         activation_kwargs=_activation_kwargs(config),
         rngs=rngs,
     )
-    if aux is None:
-        return ICAModel(demixer, make_prior(config.prior_family))
+    if aux is None:  # Eq. 3 whatever config.conditional says: auto is its own prior then
+        unconditional = dataclasses.replace(config, conditional=False)
+        return ICAModel(demixer, make_prior(unconditional.prior_family))
     if aux["kind"] == "segments":
         prior = SegmentPrior(
             aux["n_segments"], dim, family=config.prior_family, shape_init=config.prior_shape_init
