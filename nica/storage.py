@@ -174,14 +174,22 @@ def _create_exclusive(path: Path) -> bool:
     return True
 
 
+def _claim_owner(path: Path) -> tuple[int, str] | None:
+    """``(pid, host)`` of the claim file ``path``; ``None`` if it is gone or unreadable."""
+    try:
+        record = json.loads(path.read_bytes())
+        return int(record["pid"]), record["host"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _owner_gone(path: Path) -> bool:
     """True when the claim's owner ran on this host and its process no longer exists (a run
     killed before it could release its claims)."""
-    try:
-        record = json.loads(path.read_bytes())
-        pid, host = int(record["pid"]), record["host"]
-    except (OSError, ValueError, KeyError, TypeError):
+    owner = _claim_owner(path)
+    if owner is None:
         return False
+    pid, host = owner
     if host != socket.gethostname() or pid <= 0 or pid == os.getpid():
         return False
     try:
@@ -242,15 +250,7 @@ def release(path: str | os.PathLike) -> bool:
     A claim taken over by another process (because ours went stale) is left alone.
     """
     path = Path(path)
-    try:
-        record = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return False
-    except (OSError, ValueError):
-        return False
-    if not isinstance(record, dict):
-        return False
-    if record.get("pid") != os.getpid() or record.get("host") != socket.gethostname():
+    if _claim_owner(path) != (os.getpid(), socket.gethostname()):
         return False
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
