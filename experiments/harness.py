@@ -20,6 +20,7 @@ from pathlib import Path
 
 import nica
 from nica import storage
+from nica.provenance import describe, environment
 from nica.storage import write_json, write_text
 
 __all__ = [
@@ -128,8 +129,16 @@ def write_records_as_they_come(path: Path, batches: Iterable[Sequence[dict]]) ->
 
 
 def write_report(out: Path, name: str, record, table: str, *, indent: int | None = 2) -> None:
-    """Writes ``out/name.json`` (``record``) and ``out/name.md`` (``table``); prints the table."""
+    """Writes ``out/name.json`` (``record``) and ``out/name.md`` (``table``); prints the table.
+
+    Both record where they were made (``nica.provenance``): a dict ``record`` gains an
+    ``environment`` key (a list is written as it is), and the Markdown ends with a line naming
+    the versions, platform, device and commit."""
+    env = environment()
+    if isinstance(record, dict):
+        record = {**record, "environment": env}
     write_record(out / f"{name}.json", record, indent=indent)
+    table = f"{table.rstrip()}\n\nRun with {describe(env)}.\n"
     write_markdown(out / f"{name}.md", table)
     print(table)
 

@@ -5,6 +5,7 @@ Start with :func:`fit` (arrays in, :class:`FittedModel` out; the defaults of ``n
 """
 
 from nica.activations import ACTIVATIONS, make_activation
+from nica.auxiliary import IdentifiabilityWarning
 from nica.estimator import FitConfig, FittedModel, build_model, fit, fit_seeds, load
 from nica.gradients import GRADIENTS, GradientMode, get_gradient, resolve_gradient
 from nica.model import ICAModel
@@ -13,7 +14,10 @@ from nica.priors import PRIORS, make_prior
 from nica.relative import relative_dense, relative_log_abs_det
 from nica.training import FitResult, ProgressEvent, TrainingDivergedError, train, train_seeds
 
+__version__ = "0.2.0"
+
 __all__ = [
+    "__version__",
     "ACTIVATIONS",
     "GRADIENTS",
     "PRIORS",
@@ -22,6 +26,7 @@ __all__ = [
     "FitResult",
     "FittedModel",
     "GradientMode",
+    "IdentifiabilityWarning",
     "ICAModel",
     "InvertibleDense",
     "ProgressEvent",

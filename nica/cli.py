@@ -18,26 +18,28 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.metadata
 import os
 import shutil
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 import nica
 from nica.activations import ACTIVATIONS
+from nica.auxiliary import IdentifiabilityWarning, read_aux
 from nica.baselines import BASELINES
 from nica.conditional import CONDITIONAL_FAMILIES
-from nica.data import check_labels, load_observations
-from nica.estimator import AUTO_DEPTH, AUTO_DEPTH_RULE
+from nica.data import OutlierWarning, load_observations, standardise
+from nica.estimator import AUTO_DEPTH, AUTO_DEPTH_RULE, check_inputs
 from nica.experiment import EXPERIMENTS, default_out
 from nica.metrics import mean_correlation_coefficient
 from nica.priors import PRIORS
 from nica.progress import fit_progress, progress_enabled, run_progress
+from nica.provenance import environment
 from nica.storage import save_npz, write_json
 
 __all__ = ["FIT_OUTPUTS", "main"]
@@ -51,6 +53,10 @@ FIT_OUTPUTS = (
     "scatter.png",
     "training_curve.png",
 )
+
+
+#: The unit of every NLL that ``nica fit`` prints, saves and plots.
+NLL_UNITS = "nats per sample, in the units of x (-log p(x|u), or -log p(x) without u)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,10 +95,7 @@ def _status(message: str) -> None:
 
 
 def _version() -> str:
-    try:
-        return importlib.metadata.version("nica")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown (not installed)"
+    return nica.__version__
 
 
 def source_metrics(s: np.ndarray, s_hat: np.ndarray) -> dict:
@@ -112,6 +115,7 @@ def write_fit_outputs(out: Path, fitted, data, s_hat, extra: dict) -> dict:
 
     history = fitted.result.history
     metrics = {
+        "nll_units": NLL_UNITS,
         "train_nll": history["train_nll"][-1],
         "val_nll": history["val_nll"][-1],
         "best_val_nll": fitted.result.best_val_nll,
@@ -122,6 +126,7 @@ def write_fit_outputs(out: Path, fitted, data, s_hat, extra: dict) -> dict:
         "depth_search": fitted.depth_search,
         "prior_shape": fitted.prior_shape,
         **extra,
+        "environment": environment(),
     }
     if data.s is not None:
         metrics.update(source_metrics(data.s, s_hat))
@@ -208,28 +213,60 @@ def _fit(args) -> int:
     data = load_observations(args.data)
     conditional = data.u is not None and not args.unconditional
     config = _fit_config(args, conditional)
-    if conditional and data.u.ndim == 1:
-        check_labels(data.u)
+    reading = check_inputs(
+        data.x, data.u if conditional else None, config=config, where=args.data, where_u=args.data
+    )
     out = Path(args.out)
     created = prepare_fit_out(out, force=args.force)
     model = "conditional" if conditional else "unconditional"
     n, d = data.x.shape
+    how = "" if reading is None else f", {reading.description}"
     _status(
-        f"nica fit: {model} model (Eq. {4 if conditional else 3}), N={n}, D={d}, {_plan(config, d)}"
+        f"nica fit: {model} model (Eq. {4 if conditional else 3}), N={n}, D={d}{how}, "
+        f"{_plan(config, d)}"
     )
-    start = time.perf_counter()
-    try:
-        with fit_progress(progress_enabled(args.quiet)) as progress:
-            fitted = nica.fit(
-                data.x, data.u if conditional else None, config=config, progress=progress
-            )
-    except BaseException as err:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        if isinstance(err, KeyboardInterrupt):
-            raise _Interrupted(f"the fit was stopped; nothing was written to {out}") from None
-        raise
-    wall = time.perf_counter() - start
+    with fit_progress(progress_enabled(args.quiet)) as progress:
+        start = time.perf_counter()
+        try:
+            with warnings.catch_warnings():  # check_inputs has said them
+                warnings.simplefilter("ignore", IdentifiabilityWarning)
+                warnings.simplefilter("ignore", OutlierWarning)
+                fitted = nica.fit(
+                    data.x,
+                    data.u if conditional else None,
+                    config=config,
+                    progress=progress,
+                    where=args.data,
+                    where_u=args.data,
+                )
+        except BaseException as err:
+            if created and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
+            if isinstance(err, KeyboardInterrupt):
+                raise _Interrupted(f"the fit was stopped; nothing was written to {out}") from None
+            raise
+        wall = time.perf_counter() - start
+        if progress is not None:
+            progress.status("writing metrics, checkpoint and figures")
+        metrics = _write_fit(args, out, config, fitted, data, wall, conditional)
+    summary = f"val NLL {metrics['val_nll']:.4f} nats/sample (units of x)"
+    search = fitted.depth_search
+    if search is not None:
+        tried = zip(search["depths"], search["val_nll"], strict=True)
+        listed = ", ".join(f"depth {depth}: {nll:.4f}" for depth, nll in tried)
+        summary += f" at depth {fitted.config.depth} ({listed})"
+    if "nll_gap" in metrics:
+        summary += f", NLL gap to the true model {metrics['nll_gap']:.3f} nats"
+    if "mcc_pearson" in metrics:
+        summary += f", MCC {metrics['mcc_pearson']:.4f} (Spearman {metrics['mcc_spearman']:.4f})"
+    _status(f"nica fit: done in {wall:.1f} s, {summary}; wrote {out}")
+    return 0
+
+
+def _write_fit(args, out: Path, config, fitted, data, wall: float, conditional: bool) -> dict:
+    """Writes config.json and the fit's outputs (:func:`write_fit_outputs`); the metrics."""
+    n, d = data.x.shape
+    model = "conditional" if conditional else "unconditional"
     resolved = {
         **config.to_dict(),
         "prior": config.prior_family,
@@ -245,6 +282,7 @@ def _fit(args) -> int:
         "aux": fitted.aux,
         "model": model,
         "nica_version": _version(),
+        "environment": environment(),
     }
     try:
         remove_fit_outputs(out)
@@ -255,18 +293,7 @@ def _fit(args) -> int:
         raise _Interrupted(
             f"the outputs in {out} are incomplete; run again with --force to replace them"
         ) from None
-    summary = f"val NLL {metrics['val_nll']:.4f}"
-    search = fitted.depth_search
-    if search is not None:
-        tried = zip(search["depths"], search["val_nll"], strict=True)
-        listed = ", ".join(f"depth {depth}: {nll:.4f}" for depth, nll in tried)
-        summary += f" at depth {fitted.config.depth} ({listed})"
-    if "nll_gap" in metrics:
-        summary += f", NLL gap to the true model {metrics['nll_gap']:.3f} nats"
-    if "mcc_pearson" in metrics:
-        summary += f", MCC {metrics['mcc_pearson']:.4f} (Spearman {metrics['mcc_spearman']:.4f})"
-    _status(f"nica fit: done in {wall:.1f} s, {summary}; wrote {out}")
-    return 0
+    return metrics
 
 
 #: ``nica fit`` options of the nica model only, refused with ``--method ivae|tcl``.
@@ -294,10 +321,15 @@ def _fit_baseline(args) -> int:
         raise ValueError(
             f"{args.data}: {args.method} needs the auxiliary variable u; the file has none"
         )
+    reading = read_aux(data.u, where=args.data)  # errors name the file, not the library's x
+    standardise(data.x, where=args.data)
     config = baseline.config(seed=args.seed).validate()
     out = Path(args.out)
     created = prepare_fit_out(out, force=args.force)
-    _status(f"nica fit: {args.method} baseline, N={data.x.shape[0]}, D={data.x.shape[1]}")
+    _status(
+        f"nica fit: {args.method} baseline, N={data.x.shape[0]}, D={data.x.shape[1]}, "
+        f"{reading.description}"
+    )
     start = time.perf_counter()
     try:
         with fit_progress(progress_enabled(args.quiet)) as progress:
@@ -316,8 +348,10 @@ def _fit_baseline(args) -> int:
     s_hat = fitted.transform(data.x, data.u)
     remove_fit_outputs(out)
     resolved = {"method": args.method, **config.to_dict(), "data": str(Path(args.data).resolve())}
-    write_json(out / "config.json", {**resolved, "nica_version": _version()})
+    env = environment()
+    write_json(out / "config.json", {**resolved, "nica_version": _version(), "environment": env})
     metrics = {"method": args.method, "wall_s": wall, "final_loss": float(fitted.losses[-1])}
+    metrics["environment"] = env
     if hasattr(fitted, "accuracy"):
         metrics["segment_accuracy"] = fitted.accuracy
     if data.s is not None:
@@ -587,9 +621,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` for the command: one line, ``nica: warning: ...``."""
+    _status(f"nica: warning: {message}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nica`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_line  # restored on exit
+        return _handle(args)
+
+
+def _handle(args) -> int:
     try:
         return args.handler(args)
     except _Interrupted as err:

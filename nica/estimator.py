@@ -16,6 +16,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from nica.auxiliary import AuxReading, check_segments, encode_aux, read_aux
 from nica.conditional import (
     CONDITIONAL_FAMILIES,
     ContinuousPrior,
@@ -30,11 +32,12 @@ from nica.conditional import (
     gennorm_shape,
     resolved_shape_init,
 )
-from nica.data import Standardisation, check_labels, check_observations, standardise
+from nica.data import Standardisation, check_observations, standardise
 from nica.gradients import DEFAULT_GRADIENT, GradientMode, check_gradient, resolve_gradient
 from nica.model import ICAModel
 from nica.network import DemixingNetwork
 from nica.priors import PRIORS, make_prior
+from nica.progress import display
 from nica.relative import scale_kernel_steps
 from nica.storage import load_npz, save_npz, write_json
 from nica.training import (
@@ -50,6 +53,7 @@ __all__ = [
     "FitConfig",
     "FittedModel",
     "build_model",
+    "check_inputs",
     "fit",
     "fit_seeds",
     "load",
@@ -330,16 +334,6 @@ def make_optimizer(
     )
 
 
-def describe_aux(u: np.ndarray | None) -> tuple[dict | None, np.ndarray | None]:
-    """``(aux description, u for the prior)`` for labels ``(N,)`` or covariates ``(N, d)``."""
-    if u is None:
-        return None, None
-    if u.ndim == 2:
-        return {"kind": "continuous", "aux_dim": int(u.shape[1])}, u.astype(np.float32)
-    labels = check_labels(u)
-    return {"kind": "segments", "n_segments": int(labels.max()) + 1}, labels
-
-
 @functools.partial(jax.jit, static_argnums=0)
 def _demix(graphdef, params, rest, z):
     return nnx.merge(graphdef, params, rest).demixer(z)
@@ -404,6 +398,12 @@ class FittedModel:
         """Column scales divided out, shape ``(dim,)``."""
         return self.standardisation.scale
 
+    @property
+    def log_scale(self) -> float:
+        """``sum(log scale)``: a log-density of the standardised data minus this is the
+        log-density of ``x`` in its own units."""
+        return float(np.log(self.scale).sum())
+
     def _parts(self):
         graphdef, params, rest = nnx.split(self.model, nnx.Param, ...)
         return graphdef, params, rest
@@ -428,13 +428,15 @@ class FittedModel:
         return z * self.scale + self.mean
 
     def log_likelihood(self, x, u=None) -> np.ndarray:
-        """Exact ``log p(x | u)`` per sample in the original units of ``x``, shape ``(N,)``."""
+        """Exact ``log p(x | u)`` per sample, in nats, in the original units of ``x``, shape
+        ``(N,)``. ``u`` is read as at fit time (labels through the saved label set; a label
+        never seen in training is a ValueError naming it)."""
         z = jnp.asarray(self.standardisation.apply(self._input(x, "x")), jnp.float32)
-        _, u = describe_aux(None if u is None else np.asarray(u))
-        if (u is None) != (self.aux is None):
-            raise ValueError("pass u exactly when the model is conditional")
+        if u is not None and np.shape(u)[:1] != (z.shape[0],):
+            raise ValueError(f"u has shape {np.shape(u)}; x has {z.shape[0]} rows")
+        u = encode_aux(u, self.aux, where="u")
         ll = _log_likelihood(*self._parts(), z, None if u is None else jnp.asarray(u))
-        return np.asarray(ll, np.float64) - float(np.log(self.scale).sum())
+        return np.asarray(ll, np.float64) - self.log_scale
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Writes ``checkpoint.npz`` (parameters + standardisation) and ``checkpoint.json``."""
@@ -482,12 +484,75 @@ def _resolve(config: FitConfig | None, overrides: dict) -> FitConfig:
     return dataclasses.replace(config, **overrides).validate()
 
 
-def _prepare(config: FitConfig, x, u, where: str):
-    """Validates and standardises one seed's data: ``(z, standardisation, aux, u)``."""
+class _Prepared(NamedTuple):
+    """One seed's checked data: standardised ``z (N, D)``, its map, and how ``u`` was read."""
+
+    z: np.ndarray
+    standardisation: Standardisation
+    reading: AuxReading | None
+
+    @property
+    def aux(self) -> dict | None:
+        return None if self.reading is None else self.reading.aux
+
+    @property
+    def u(self) -> np.ndarray | None:
+        return None if self.reading is None else self.reading.values
+
+
+def _prepare(config: FitConfig, x, u, where: str, where_u: str) -> _Prepared:
+    """Validates and standardises one seed's data; refuses a set-up that cannot identify the
+    sources (one column; :func:`nica.auxiliary.check_segments`)."""
     data = check_observations(x, u if config.conditional else None, where=where)
+    if data.x.shape[1] < 2:
+        raise ValueError(
+            f"{where}: x has a single column: with one source there is nothing to unmix (any"
+            " increasing map of x is an equally good source); nonlinear ICA needs D >= 2"
+        )
     z, standardisation = standardise(data.x, enabled=config.standardise, where=where)
-    aux, u = describe_aux(data.u)
-    return z, standardisation, aux, u
+    reading = read_aux(data.u, where=where_u)
+    if reading is not None:
+        check_segments(reading, z.shape[1], where=where_u)
+    return _Prepared(z, standardisation, reading)
+
+
+def check_inputs(
+    x, u=None, *, config: FitConfig | None = None, where: str = "x", where_u: str = "u"
+) -> AuxReading | None:
+    """Every check :func:`fit` makes of its data before training, without training: raises
+    its one-line ``ValueError`` (or warns) now; returns how ``u`` is read (``None`` without
+    ``u``)."""
+    config = FitConfig() if config is None else config.validate()
+    if u is None:
+        config = dataclasses.replace(config, conditional=False)
+    prepared = _prepare(config, x, u, where, where_u)
+    _check_selection(config, *prepared.z.shape, where)
+    return prepared.reading
+
+
+#: Fewest validation rows that may choose among restarts or depths: below it the standard error
+#: of the mean validation NLL (the per-sample spread over sqrt(rows), a quarter of that spread
+#: or more) exceeds the gaps that separate restarts.
+MIN_VALIDATION_ROWS = 20
+
+
+def _check_selection(config: FitConfig, n_samples: int, dim: int, where: str) -> None:
+    """A one-line ValueError when the validation split is too small to choose what the fit
+    chooses on it (a restart, a depth)."""
+    choices = []
+    if config.restarts > 1:
+        choices.append(f"{config.restarts} restarts")
+    depths = config.candidate_depths(dim)
+    if len(depths) > 1:
+        choices.append(f"depths {' and '.join(map(str, depths))}")
+    n_val = int(round(config.validation_fraction * n_samples))
+    if choices and n_val < MIN_VALIDATION_ROWS:
+        raise ValueError(
+            f"{where}: the validation split has {n_val} rows (validation_fraction"
+            f" {config.validation_fraction} of {n_samples}), fewer than {MIN_VALIDATION_ROWS}:"
+            f" too few to choose among {' and '.join(choices)}; set restarts=1 and an integer"
+            " depth, or give more rows or a larger validation_fraction"
+        )
 
 
 def _seed_keys(seed: int, n_restarts: int):
@@ -533,7 +598,7 @@ def _optimizer_key(config: FitConfig, n_samples: int, epochs: int) -> tuple:
     return (dataclasses.replace(config, seed=0), n_samples, epochs)
 
 
-def _choose_restarts(config, model_parts, data, n_samples, shuffle_keys, progress, shard):
+def _choose_restarts(config, model_parts, data, n_samples, shuffle_keys, progress, shard, offsets):
     """Short fits of every seed's ``K`` initialisations; the best one per seed goes on."""
     n_seeds, n_restarts = shuffle_keys.shape[0], config.restarts
     epochs = config.resolved_restart_epochs
@@ -548,6 +613,7 @@ def _choose_restarts(config, model_parts, data, n_samples, shuffle_keys, progres
         phase="restarts",
         shard=shard,
         cache_key=_optimizer_key(config, n_samples, epochs),
+        nll_offset=offsets,
     )
     val = np.array([_validation_score(r) for r in results])
     params, chosen = _best_restarts(best, jnp.asarray(val.reshape(n_seeds, n_restarts)))
@@ -567,8 +633,10 @@ def fit_seeds(
     *,
     seeds,
     config: FitConfig | None = None,
-    progress: Callable[[ProgressEvent], None] | None = None,
+    progress: Callable[[ProgressEvent], None] | str | None = "auto",
     shard: bool | None = None,
+    where: str = "xs",
+    where_u: str = "us",
     **overrides,
 ) -> list[FittedModel]:
     """Fits one model per seed (each on its own data), all in one vmapped program.
@@ -579,8 +647,13 @@ def fit_seeds(
         ``(N, d)``); ignored when ``config.conditional`` is false.
       seeds: ``S`` integer seeds (``config.seed`` is replaced by each).
       config: the settings (default :class:`FitConfig`); ``overrides`` replace its fields.
-      progress: called with a :class:`nica.training.ProgressEvent` after every epoch.
+      progress: ``"auto"`` (default): progress bars and notes (how ``u`` was read, when XLA
+        compiles) on stderr when a person is watching (a terminal or a notebook), nothing
+        otherwise; ``None``: nothing; or a callable, called with a
+        :class:`nica.training.ProgressEvent` after every epoch.
       shard: shard the seed axis across local devices (``None``: when there are several).
+      where, where_u: the names of ``xs`` and ``us`` in error messages (``where[i]`` with
+        several seeds; a file path in the CLI).
 
     Returns:
       ``S`` :class:`FittedModel` s; a diverged one has ``result.diverged`` set and holds its
@@ -590,8 +663,19 @@ def fit_seeds(
       depth with the lowest validation NLL (``depth_search`` says which and why).
 
     Raises:
-      ValueError: bad data or settings.
+      ValueError: bad data or settings, or a set-up that cannot identify the sources (a single
+        column, one segment, segments of fewer than ``nica.auxiliary.MIN_SEGMENT_ROWS`` rows, a
+        validation split of fewer than :data:`MIN_VALIDATION_ROWS` rows choosing among
+        restarts or depths). Fewer than ``2D + 1`` segments warns
+        (``nica.auxiliary.IdentifiabilityWarning``).
     """
+    with display(progress) as (callback, note):
+        return _fit_seeds(xs, us, seeds, config, callback, note, shard, where, where_u, overrides)
+
+
+def _fit_seeds(xs, us, seeds, config, progress, note, shard, where, where_u, overrides):
+    """:func:`fit_seeds` with its display resolved: ``progress`` a callback or None, ``note``
+    a function that shows a line to the person watching, or None."""
     config = _resolve(config, overrides)
     if us is None and config.conditional:
         # Without u the fit is Eq. 3: say so, so that ``auto`` resolves to its prior.
@@ -599,21 +683,27 @@ def fit_seeds(
     seeds = [int(s) for s in seeds]
     if not seeds or len(xs) != len(seeds) or (us is not None and len(us) != len(seeds)):
         raise ValueError("pass one x (and one u) per seed, and at least one seed")
+    names = [where] if len(seeds) == 1 else [f"{where}[{i}]" for i in range(len(seeds))]
+    names_u = [where_u] if len(seeds) == 1 else [f"{where_u}[{i}]" for i in range(len(seeds))]
     prepared = [
-        _prepare(config, x, None if us is None else us[i], f"seed {seeds[i]}")
+        _prepare(config, x, None if us is None else us[i], names[i], names_u[i])
         for i, x in enumerate(xs)
     ]
-    if len({(p[0].shape, json.dumps(p[2], sort_keys=True)) for p in prepared}) > 1:
+    if len({(p.z.shape, json.dumps(p.aux, sort_keys=True)) for p in prepared}) > 1:
         raise ValueError("all seeds' x must have the same shape and u the same labels/width")
+    n_samples, dim = prepared[0].z.shape
+    _check_selection(config, n_samples, dim, where)
+    if prepared[0].reading is not None and note is not None:
+        note(prepared[0].reading.description)
     keys = [_seed_keys(seed, config.restarts) for seed in seeds]
     data = split_runs_data(
         [k[0] for k in keys],
-        [p[0] for p in prepared],
-        [p[3] for p in prepared],
+        [p.z for p in prepared],
+        [p.u for p in prepared],
         config.validation_fraction,
         jnp.float32,
     )
-    depths = config.candidate_depths(prepared[0][0].shape[1])
+    depths = config.candidate_depths(dim)
     fits = [  # every depth on the same split and keys; each saved with its depth resolved
         _fit_depth(
             dataclasses.replace(config, depth=d), seeds, prepared, keys, data, progress, shard
@@ -643,14 +733,22 @@ def _keep_best_depth(depths: tuple[int, ...], candidates: tuple[FittedModel, ...
 def _fit_depth(config: FitConfig, seeds: list[int], prepared: list, keys, data, progress, shard):
     """:func:`fit_seeds` for a ``config`` of one depth: every seed's restarts and main fit on
     the seeds' ``keys`` (:func:`_seed_keys`) and split ``data``."""
-    dim, aux = prepared[0][0].shape[1], prepared[0][2]
+    (n_samples, dim), aux = prepared[0].z.shape, prepared[0].aux
     graphdef, params, rest = _initial_params(config, dim, aux, jnp.stack([k[2] for k in keys]))
     shuffle_keys = jnp.stack([k[1] for k in keys])
     summaries = [None] * len(seeds)
-    n_samples = prepared[0][0].shape[0]
+    # NLLs are recorded in nats per sample in the units of x, as log_likelihood reports them.
+    offsets = np.array([np.log(p.standardisation.scale).sum() for p in prepared])
     if config.restarts > 1:
         params, summaries = _choose_restarts(
-            config, (graphdef, params, rest), data, n_samples, shuffle_keys, progress, shard
+            config,
+            (graphdef, params, rest),
+            data,
+            n_samples,
+            shuffle_keys,
+            progress,
+            shard,
+            offsets,
         )
     best, results = train_runs(
         graphdef,
@@ -664,12 +762,13 @@ def _fit_depth(config: FitConfig, seeds: list[int], prepared: list, keys, data, 
         progress=progress,
         shard=shard,
         cache_key=_optimizer_key(config, n_samples, config.epochs),
+        nll_offset=offsets,
     )
     return [
         FittedModel(
             nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i, 0], best), rest),
             dataclasses.replace(config, seed=seed),
-            prepared[i][1],
+            prepared[i].standardisation,
             aux,
             results[i],
             summaries[i],
@@ -683,17 +782,23 @@ def fit(
     u=None,
     *,
     config: FitConfig | None = None,
-    progress: Callable[[ProgressEvent], None] | None = None,
+    progress: Callable[[ProgressEvent], None] | str | None = "auto",
+    where: str = "x",
+    where_u: str = "u",
     **overrides,
 ) -> FittedModel:
     """Fits nonlinear ICA by exact maximum likelihood (relative gradient by default).
 
     Args:
-      x: observations, shape ``(N, D)``, finite.
-      u: ``(N,)`` integer segment labels or ``(N, d)`` continuous covariates (the conditional
-        model, Eq. 4), or ``None`` (the unconditional model, Eq. 3).
+      x: observations, shape ``(N, D)``, ``D >= 2``, finite.
+      u: the auxiliary variable of the conditional model (Eq. 4): segment labels (``(N,)``
+        integers or strings, an integer ``(N, 1)`` column, or one-hot rows ``(N, M)``) or float
+        covariates ``(N, d)`` (:func:`nica.auxiliary.read_aux`); ``None``: the unconditional
+        model (Eq. 3).
       config: the settings (default :class:`FitConfig`, the same defaults as ``nica fit``).
-      progress: called with a :class:`nica.training.ProgressEvent` after every epoch.
+      progress: ``"auto"`` (bars when a person watches), ``None``, or a callable receiving
+        each :class:`nica.training.ProgressEvent` (see :func:`fit_seeds`).
+      where, where_u: the names of ``x`` and ``u`` in error messages.
       **overrides: :class:`FitConfig` fields, e.g. ``epochs=100, seed=3``.
 
     Returns:
@@ -704,7 +809,13 @@ def fit(
     """
     config = _resolve(config, overrides)
     (fitted,) = fit_seeds(
-        [x], None if u is None else [u], seeds=[config.seed], config=config, progress=progress
+        [x],
+        None if u is None else [u],
+        seeds=[config.seed],
+        config=config,
+        progress=progress,
+        where=where,
+        where_u=where_u,
     )
     result = fitted.result
     if result.diverged is not None:

@@ -29,6 +29,7 @@ import numpy as np
 import nica
 from nica.estimator import AUTO_DEPTH_RULE
 from nica.metrics import mean_correlation_coefficient
+from nica.provenance import describe, environment
 from nica.storage import claim, load_npz, read_json, release, save_npz, write_json, write_text
 
 __all__ = [
@@ -335,6 +336,7 @@ def _fit_cells(
         for i, fit in zip(group, fits, strict=True):
             record = {"setting": setting.label, "model": model, "seed": seeds[i]}
             record.update(fitted_together=len(group), machine=_machine(), wall_s=wall)
+            record["environment"] = environment()
             if "target_name" in fit:
                 record["target"] = fit["target_name"]
             records.append(_cell_record(record, fit, fit.get("target", datasets[i].s), cells))
@@ -621,8 +623,21 @@ def _report(config: ExperimentConfig, rows: list[dict], records: list[dict]) -> 
         "Figures: `mcc.png` (every seed, median marked), `scatter.png` (true vs recovered"
         " sources, one row per model), `training_curves.png`.",
         "",
+        *_provenance(records),
     ]
     return "\n".join(lines)
+
+
+def _provenance(records: list[dict]) -> list[str]:
+    """Report lines naming the software and machine of the report and of its cells."""
+    lines = [f"Report written with {describe()}."]
+    cells = {describe(r["environment"]) for r in records if "environment" in r}
+    old = sum("environment" not in r for r in records)
+    if cells:
+        lines += ["", "Cells computed with:", "", *(f"- {c}" for c in sorted(cells))]
+    if old:
+        lines += ["", f"{old} cell(s) computed before environments were recorded."]
+    return [*lines, ""]
 
 
 def _results_csv(records: list[dict]) -> str:
@@ -638,7 +653,7 @@ def _results_csv(records: list[dict]) -> str:
 
 def _write_outputs(config: ExperimentConfig, rows: list, records: list, out: Path) -> None:
     """Writes results.json, results.csv, the figures and report.md (last), all atomically."""
-    write_json(out / "results.json", {"rows": rows, "cells": records})
+    write_json(out / "results.json", {"environment": environment(), "rows": rows, "cells": records})
     write_text(out / "results.csv", _results_csv(records))
     written = _figures(config, records, out)
     for name in set(FIGURES) - set(written):  # never leave an older run's figure beside these

@@ -142,7 +142,11 @@ def plot_mcc_seeds(
 
 
 def plot_training_curves(
-    curves: dict[str, dict], path: str | os.PathLike, *, title: str = ""
+    curves: dict[str, dict],
+    path: str | os.PathLike,
+    *,
+    title: str = "",
+    units: str = "nats per sample, units of x",
 ) -> Path:
     """Validation (solid) and training (dashed) NLL against epoch for one or more fits.
 
@@ -151,6 +155,7 @@ def plot_training_curves(
         (equal lengths; the first record, before any step, is not drawn).
       path: where to write the PNG.
       title: what the curves are of (e.g. ``"demo, seed 0"``).
+      units: the unit of the NLLs, in the axis label.
     """
     fig, ax = plt.subplots(figsize=(5.5, 3.8), layout="constrained")
     handles = []
@@ -161,7 +166,7 @@ def plot_training_curves(
         handles.append(Line2D([], [], color=f"C{k}", label=label))
     handles.append(Line2D([], [], color="0.3", label="validation"))
     handles.append(Line2D([], [], color="0.3", linestyle="--", label="train"))
-    ax.set(xlabel="epoch", ylabel="NLL per sample")
+    ax.set(xlabel="epoch", ylabel=f"NLL ({units})")
     ax.set_title(f"Training curves: {title}" if title else "Training curves", fontsize=10)
     ax.legend(handles=handles, fontsize=8)
     ax.grid(alpha=0.3)

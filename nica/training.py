@@ -94,14 +94,18 @@ class FitResult:
 
 
 class ProgressEvent(NamedTuple):
-    """What a ``progress`` callback receives after every epoch (and once at epoch 0).
+    """What a ``progress`` callback receives after every epoch (and at epoch 0).
 
     Attributes:
       phase: ``"restarts"`` (short fits of the initialisations) or ``"fit"``.
       epoch: epochs done in this phase.
       epochs: epochs planned in this phase.
       seconds: wall time since the phase started.
-      val_nll: the best validation NLL over the batched runs, at evaluated epochs, else None.
+      val_nll: the best validation NLL over the batched runs (nats per sample, in the units
+        the trainer was told, see ``train_runs``'s ``nll_offset``), at evaluated epochs, else
+        None.
+      compiling: at epoch 0, whether XLA compiles this phase's training program before the
+        first epoch (its first use in this process), so the next event may take a while.
     """
 
     phase: str
@@ -109,6 +113,7 @@ class ProgressEvent(NamedTuple):
     epochs: int
     seconds: float
     val_nll: float | None
+    compiling: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -511,6 +516,7 @@ def train_runs(
     phase: str = "fit",
     shard: bool | None = None,
     cache_key=None,
+    nll_offset=None,
 ):
     """Trains a ``(seeds, restarts)`` batch of runs; returns ``(best_params, results)``.
 
@@ -528,6 +534,9 @@ def train_runs(
       shard: shard the seed axis over local devices (see :func:`seed_sharding`).
       cache_key: a hashable description of ``optimizer``; calls with equal keys (and the same
         structure and mode) reuse one compiled program.
+      nll_offset: ``None`` or one number per seed, shape ``(S,)``, added to every recorded and
+        reported NLL of that seed's runs (``sum(log scale)`` of its standardisation records
+        them in the units of the unstandardised data); decisions are unchanged by it.
 
     Returns:
       The best parameters of every run (leading axes ``(S, K)``) and one :class:`FitResult`
@@ -540,17 +549,20 @@ def train_runs(
     batch_size = min(settings.batch_size, data.x_train.shape[1])
     mode = resolve_gradient(gradient, data.x_train.shape[-1], batch_size)
     shuffle = HostShuffle(keys, data.x_train.shape[1], batch_size)
+    fresh = cache_key is None or bool(jax.tree.leaves(rest))
+    fresh = fresh or (cache_key, graphdef, mode) not in _PROGRAMS
     program = _program(graphdef, rest, optimizer, mode, cache_key)
     n_runs = n_seeds * n_restarts
+    offset = np.zeros(n_runs) if nll_offset is None else np.repeat(nll_offset, n_restarts)
 
     def host(a):  # (padded, K) device array -> (R,) float64
         return np.asarray(a, np.float64)[:n_seeds].reshape(n_runs)
 
+    log = _History(n_runs, phase, settings.epochs, progress, compiling=fresh)
     opt_state = program.init(params)
     best_params = jax.tree.map(jnp.copy, params)
-    initial = host(program.nll(params, data.x_val, data.u_val))
+    initial = host(program.nll(params, data.x_val, data.u_val)) + offset
     stopping = Stopping(initial, settings, data.x_train.shape[-1], mode.name)
-    log = _History(n_runs, phase, settings.epochs, progress)
     log.record(np.ones(n_runs, bool), 0, np.full(n_runs, np.nan), initial)
     for epoch in range(1, settings.epochs + 1):
         order = shuffle.next()
@@ -561,8 +573,8 @@ def train_runs(
         stopping.after_epoch(epoch, host(finite).astype(bool))
         val = None
         if epoch % settings.eval_every == 0 or epoch == settings.epochs:
-            val = host(program.nll(params, data.x_val, data.u_val))
-            train = host(data_nll) - host(program.logdet(params))
+            val = host(program.nll(params, data.x_val, data.u_val)) + offset
+            train = host(data_nll) - host(program.logdet(params)) + offset
             improved = stopping.after_evaluation(epoch, val)
             log.record(stopping.active, epoch, train, val)
             stopping.apply_patience()
@@ -580,11 +592,12 @@ def train_runs(
 class _History:
     """Per-run history records and the ``progress`` events of one phase."""
 
-    def __init__(self, n_runs: int, phase: str, epochs: int, progress):
+    def __init__(self, n_runs: int, phase: str, epochs: int, progress, *, compiling=False):
         self.histories = [
             {"epoch": [], "train_nll": [], "val_nll": [], "seconds": []} for _ in range(n_runs)
         ]
         self.phase, self.epochs, self.progress = phase, epochs, progress
+        self.compiling = compiling
         self.start = time.perf_counter()
 
     def record(self, runs: np.ndarray, epoch: int, train: np.ndarray, val: np.ndarray) -> None:
@@ -604,7 +617,8 @@ class _History:
         finite = None if val is None else val[np.isfinite(val)]
         best = float(finite.min()) if finite is not None and finite.size else None
         seconds = time.perf_counter() - self.start
-        self.progress(ProgressEvent(self.phase, epoch, self.epochs, seconds, best))
+        compiling = self.compiling and epoch == 0
+        self.progress(ProgressEvent(self.phase, epoch, self.epochs, seconds, best, compiling))
 
 
 def _check_models(models: Sequence[ICAModel]):

@@ -146,7 +146,7 @@ def _bad_files(tmp_path, tiny_file):
         "x-text": ({"x": np.array([["a", "b"], ["c", "d"]])}, "'x' must be numeric"),
         "u-length": ({"x": x, "u": u[:-3]}, "'u' must have shape"),
         "u-nan": ({"x": x, "u": np.where(np.arange(len(u)) == 2, np.nan, u * 1.0)}, "'u' contains"),
-        "u-float-labels": ({"x": x, "u": u + 0.5}, "labels u must be integers"),
+        "u-float-labels": ({"x": x, "u": u + 0.5}, "segment labels must be whole numbers"),
         "s-shape": ({"x": x, "u": u, "s": s[:, :1]}, "'s' must have the shape"),
     }
     paths = {}

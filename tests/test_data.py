@@ -6,12 +6,16 @@ import numpy as np
 import pytest
 
 from nica.data import (
+    ISOLATION,
     MAX_CONDITION,
-    MAX_ROBUST_Z,
+    MIN_OUTLIER_Z,
+    WARN_ISOLATION,
     Observations,
+    OutlierWarning,
     Standardisation,
     check_labels,
     check_observations,
+    isolation,
     load_observations,
     standardise,
 )
@@ -243,17 +247,36 @@ def test_unstandardised_data_must_survive_float32(case):
 
 
 def test_thresholds_are_bracketed():
-    # Outliers: a row 10x below the robust-z limit passes, one 10x above is refused.
-    median, mad = np.median(BASE[:, 0]), np.median(np.abs(BASE[:, 0] - np.median(BASE[:, 0])))
-    robust_sd = 1.482602218505602 * mad
-    for factor, refused in [(0.1, False), (10.0, True)]:
+    # Outliers: a row just inside ISOLATION x the next rows' distance passes, one just beyond
+    # is refused; so are several such rows (up to OUTLIER_RANK), each named.
+    median = np.median(BASE[:, 0])
+    next_far = (
+        isolation(BASE)[1][-1, 0] * 1.482602218505602 * np.median(np.abs(BASE[:, 0] - median))
+    )  # the 5th farthest row's distance, in x's units (the planted row becomes the 1st)
+    for factor, refused in [(0.97 * ISOLATION, False), (1.03 * ISOLATION, True)]:
         x = BASE.copy()
-        x[5, 0] = median + factor * MAX_ROBUST_Z * robust_sd
+        x[5, 0] = median + factor * next_far
         if refused:
             with pytest.raises(ValueError, match="row 5 is a gross outlier in column 0"):
                 standardise(x)
         else:
             standardise(x)
+    # Between WARN_ISOLATION and ISOLATION: a one-line warning, and the data pass.
+    x = BASE.copy()
+    x[5, 0] = median + 0.5 * (WARN_ISOLATION + ISOLATION) * next_far
+    with pytest.warns(OutlierWarning, match=r"row 5 lies far out in column 0") as caught:
+        standardise(x)
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)
+    x = BASE.copy()
+    x[[3, 9], 1] = 1e4  # two corrupted rows: neither hides the other
+    with pytest.raises(ValueError, match=r"row [39] is a gross outlier in column 1.*1 more"):
+        standardise(x)
+    # A tiny sample's isolated value within MIN_OUTLIER_Z robust deviations is data.
+    column = [0.0, 0.0, 0.0, 0.0, 0.01, 0.3, -0.3, 0.35, -0.35, 1.0]
+    small = np.c_[column, np.arange(10.0) % 3]
+    rows, z, ratio = isolation(small)
+    assert rows[0, 0] == 9 and ratio[0, 0] > ISOLATION and z[0, 0] < MIN_OUTLIER_Z
+    standardise(small)
     # Collinearity: noise giving a condition number well below the limit passes.
     noise = 1e-3  # condition ~1e6 < MAX_CONDITION; 1e-5 gives ~1e10 (refused above)
     x = np.c_[BASE, BASE[:, 0] + BASE[:, 2] + noise * RNG.normal(size=1000)]

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 import nica
+import nica.data
 from nica.gradients import DEFAULT_GRADIENT
+from nica.provenance import describe, environment
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 #: Every registered gradient mode but autodiff (the experiments' comparison set).
@@ -234,7 +236,23 @@ def test_harness_parser_tables_and_files(tmp_path):
     ax.plot([0, 1])
     harness["save_figure"](fig, out / "x.png", dpi=40)
     assert _files(out) == ["x.json", "x.md", "x.png"]
-    assert json.loads((out / "x.json").read_text()) == {"k": [1.5, None]}
-    assert (out / "x.md").read_text() == "# x\n" and (out / "x.png").stat().st_size > 0
+    written = json.loads((out / "x.json").read_text())
+    assert written["k"] == [1.5, None] and written["environment"] == environment()
+    assert (out / "x.md").read_text() == f"# x\n\nRun with {describe()}.\n"
+    assert (out / "x.png").stat().st_size > 0
     records = harness["write_records_as_they_come"](out / "log.json", ([{"i": i}] for i in (0, 1)))
     assert records == [{"i": 0}, {"i": 1}] == json.loads((out / "log.json").read_text())
+
+
+def test_outlier_tolerance_smoke(tmp_path):
+    limit = nica.data.ISOLATION
+    records = _main("outlier_tolerance")(["--smoke", "--out", str(tmp_path)])
+    assert nica.data.ISOLATION == limit  # the fits' switch-off does not outlive the script
+    clean, planted = records
+    assert clean["target_squash"] == 1.0 and planted["squash"] == pytest.approx(30.0, rel=1e-6)
+    assert planted["isolation"] > limit > clean["isolation"]  # the rule refuses the planted row
+    assert all(0.0 <= r["mcc_pearson"] <= 1.0 for r in records)
+    report = json.loads((tmp_path / "outlier_tolerance.json").read_text())
+    gaussian = [r for r in report["clean"] if r["family"] == "gaussian"]
+    assert len(gaussian) == 4 and all(r["refused"] == 0.0 for r in gaussian)
+    assert _files(tmp_path) == ["outlier_tolerance.json", "outlier_tolerance.md"]

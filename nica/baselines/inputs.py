@@ -8,8 +8,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from nica.data import Standardisation, check_labels, check_observations, standardise
-from nica.estimator import describe_aux
+from nica.auxiliary import encode_aux, read_aux
+from nica.data import Standardisation, check_observations, standardise
 
 __all__ = ["Prepared", "aux_input", "new_aux_input", "prepare_seeds"]
 
@@ -20,8 +20,10 @@ class Prepared(NamedTuple):
     Attributes:
       z: standardised observations, ``(N, D)`` float64.
       standardisation: the column map ``z = (x - mean) / scale``.
-      u: integer segment labels ``(N,)`` or covariates ``(N, d)``.
-      aux: ``{"kind": "segments", "n_segments": M}`` or ``{"kind": "continuous", "aux_dim": d}``.
+      u: segment label codes ``0..M-1`` ``(N,)`` or covariates ``(N, d)``
+        (:func:`nica.auxiliary.read_aux`).
+      aux: ``{"kind": "segments", "n_segments": M, "labels": [...]}`` or
+        ``{"kind": "continuous", "aux_dim": d}``.
     """
 
     z: np.ndarray
@@ -32,16 +34,16 @@ class Prepared(NamedTuple):
 
 def _prepare(x, u, *, method: str, labels_only: bool, enabled: bool, where: str) -> Prepared:
     if u is None:
-        kind = "integer segment labels u (N,)" if labels_only else "u (labels or covariates)"
+        kind = "segment labels u" if labels_only else "u (labels or covariates)"
         raise ValueError(f"{where}: {method} needs the auxiliary variable: pass {kind}")
     data = check_observations(x, u, where=where)
-    if labels_only and data.u.ndim != 1:
-        raise ValueError(f"{where}: {method} needs integer segment labels u of shape (N,)")
-    aux, u = describe_aux(data.u)
-    if aux["kind"] == "segments" and aux["n_segments"] < 2:
+    reading = read_aux(data.u, where=where)
+    if labels_only and reading.aux["kind"] != "segments":
+        raise ValueError(f"{where}: {method} needs segment labels; {reading.description}")
+    if reading.aux["kind"] == "segments" and reading.aux["n_segments"] < 2:
         raise ValueError(f"{where}: {method} needs at least 2 segments in u")
     z, standardisation = standardise(data.x, enabled=enabled, where=where)
-    return Prepared(z, standardisation, u, aux)
+    return Prepared(z, standardisation, reading.values, reading.aux)
 
 
 def prepare_seeds(
@@ -52,9 +54,10 @@ def prepare_seeds(
     if not seeds or len(xs) != len(seeds) or (us is not None and len(us) != len(seeds)):
         raise ValueError("pass one x and one u per seed, and at least one seed")
     us = [None] * len(seeds) if us is None else us
+    names = ["x"] if len(seeds) == 1 else [f"xs[{i}]" for i in range(len(seeds))]
     prepared = [
-        _prepare(x, u, method=method, labels_only=labels_only, enabled=enabled, where=f"seed {s}")
-        for x, u, s in zip(xs, us, seeds, strict=True)
+        _prepare(x, u, method=method, labels_only=labels_only, enabled=enabled, where=name)
+        for x, u, name in zip(xs, us, names, strict=True)
     ]
     if len({(p.z.shape, json.dumps(p.aux, sort_keys=True)) for p in prepared}) > 1:
         raise ValueError("all seeds' x must have the same shape and u the same labels/width")
@@ -74,13 +77,6 @@ def new_aux_input(u, aux: dict, n: int) -> np.ndarray:
     if u is None:
         raise ValueError("this model reads u: pass the auxiliary variable")
     u = np.asarray(u)
-    if u.shape[0] != n:
-        raise ValueError(f"u has {u.shape[0]} rows but x has {n}")
-    if aux["kind"] == "segments":
-        labels = check_labels(u, where="u")
-        if labels.ndim != 1 or labels.max() >= aux["n_segments"]:
-            raise ValueError(f"u must hold labels 0..{aux['n_segments'] - 1} of shape (N,)")
-        return aux_input(labels, aux)
-    if u.ndim != 2 or u.shape[1] != aux["aux_dim"] or not np.all(np.isfinite(u)):
-        raise ValueError(f"u must be finite covariates of shape (N, {aux['aux_dim']})")
-    return aux_input(u, aux)
+    if u.ndim == 0 or u.shape[0] != n:
+        raise ValueError(f"u has shape {u.shape} but x has {n} rows")
+    return aux_input(encode_aux(u, aux, where="u"), aux)
