@@ -5,11 +5,15 @@
                  [--seed N] [--epochs E] [--depth L] [--prior NAME] [--gradient MODE]
                  [--force] [--quiet]
 
-Writes ``config.json``, ``metrics.json`` (test log-likelihood in nats per sample, per
-dimension and in bits per dimension, and the full-covariance Gaussian's on the same split),
-``report.md``, ``samples.png`` (data next to samples drawn through the exact inverse; an image
-grid with ``--image-shape``), ``training_curve.png`` and ``checkpoint/``. The parsing lives
-here; :mod:`nica.cli` only hooks it in.
+Without ``--depth`` the demixer's depth is chosen on the validation rows among
+``nica.density.DENSITY_CANDIDATES``. Prints every test log-likelihood with its model, what it
+is (``log p(x | u)`` or ``log p(x)``), its unit and direction, and one line per comparison
+with the Gaussian baseline saying whether nica beats it or loses to it. Writes
+``config.json``, ``metrics.json`` (the same numbers, labelled, with ``units``,
+``comparisons``, ``nica_loses_to_gaussian`` and ``selection``), ``report.md``,
+``samples.png`` (data next to samples drawn through the exact inverse; an image grid with
+``--image-shape``), ``training_curve.png`` (every candidate's) and ``checkpoint/``. The
+parsing lives here; :mod:`nica.cli` only hooks it in.
 """
 
 from __future__ import annotations
@@ -22,14 +26,19 @@ import numpy as np
 
 from nica.data import load_observations
 from nica.density import (
+    DENSITY_CANDIDATES,
     DENSITY_OVERRIDES,
+    LOG_LIKELIHOOD_UNITS,
+    DensityFit,
     Preprocessing,
+    compare_with_gaussian,
     fit_density,
     resolve_copies,
-    summarise,
+    summarise_fit,
 )
 from nica.estimator import FitConfig
 from nica.progress import fit_progress, progress_enabled
+from nica.provenance import describe, environment
 from nica.storage import write_json, write_text
 
 __all__ = ["DENSITY_OUTPUTS", "add_density_parser"]
@@ -44,16 +53,24 @@ DENSITY_OUTPUTS = (
     "checkpoint",
 )
 
+#: Units and direction of each column, as printed and written.
+_NATS = "nats/sample (higher is better)"
+_PER_DIM = "nats/dim (higher is better)"
+_BITS = "bits/dim (lower is better)"
+_CURVE_UNITS = "nats/sample of T(x), the preprocessed data; lower is better"
+
 
 def add_density_parser(commands, formatter_class) -> None:
     """Adds the ``density`` subcommand to ``commands`` (an argparse subparsers object)."""
     defaults = FitConfig(**{**DENSITY_OVERRIDES, "conditional": False})
+    depths = ", ".join(c.name for c in DENSITY_CANDIDATES)
     cmd = commands.add_parser(
         "density",
         help="fit a density to an .npz file (test log-likelihood, samples)",
-        description="Splits x into train/validation/test, fits an unconditional nica density "
-        "(a Gaussian base through the demixer) and reports the exact test log-likelihood in "
-        "the data's units, counting the preprocessing's log-Jacobian.",
+        description="Splits x into train/validation/test, fits a nica density (a Gaussian "
+        "base through the demixer, conditional on the labels u with --conditional) and "
+        "reports the exact test log-likelihood in the data's units, counting the "
+        "preprocessing's log-Jacobian, next to a full-covariance Gaussian's on the same split.",
         formatter_class=formatter_class,
     )
     cmd.add_argument("--data", required=True, metavar="FILE", help=".npz with x (N, D)")
@@ -81,7 +98,7 @@ def add_density_parser(commands, formatter_class) -> None:
     )
     for flag, default, text in (
         ("--test-fraction", 0.2, "share of rows held out for the test log-likelihood"),
-        ("--validation-fraction", 0.1, "share of rows held out for early stopping"),
+        ("--validation-fraction", 0.1, "share of rows held out for early stopping and depth"),
     ):
         cmd.add_argument(flag, type=float, default=default, metavar="F", help=text)
     cmd.add_argument(
@@ -92,7 +109,13 @@ def add_density_parser(commands, formatter_class) -> None:
     )
     cmd.add_argument("--seed", type=int, default=0, metavar="N", help="split, noise, fit")
     cmd.add_argument("--epochs", type=int, default=defaults.epochs, metavar="E")
-    cmd.add_argument("--depth", type=int, default=defaults.depth, metavar="L")
+    cmd.add_argument(
+        "--depth",
+        type=int,
+        default=None,
+        metavar="L",
+        help=f"demixer layers (default: chosen on the validation rows among {depths})",
+    )
     cmd.add_argument("--prior", default=defaults.prior, metavar="NAME", help="base density")
     cmd.add_argument("--gradient", default=defaults.gradient, metavar="MODE")
     cmd.add_argument("--learning-rate", type=float, default=defaults.learning_rate, metavar="LR")
@@ -138,10 +161,8 @@ def run_density(args) -> int:
     out = Path(args.out)
     _prepare_out(out, args.force)
     u = data.u if args.conditional else None
-    overrides = {
-        name: getattr(args, name)
-        for name in ("epochs", "depth", "prior", "gradient", "learning_rate")
-    }
+    names = ("epochs", "depth", "prior", "gradient", "learning_rate")
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     start = time.perf_counter()
     with fit_progress(progress_enabled(args.quiet)) as progress:
         result = fit_density(
@@ -161,74 +182,181 @@ def run_density(args) -> int:
     return 0
 
 
+def _nica_name(result: DensityFit) -> str:
+    """The nica model as the report names it: its depth, and how the depth was set."""
+    fitted = result.model.fitted
+    name = "nica, conditional on the class" if result.conditional else "nica"
+    if result.selection is None:
+        return f"{name} (depth {fitted.config.depth}, set by --depth)"
+    chosen = result.selection.candidates[result.selection.chosen].name
+    return f"{name} ({chosen}, chosen on the validation rows)"
+
+
+def _metrics(result: DensityFit, wall: float) -> dict:
+    """``metrics.json``: every test log-likelihood labelled with model, quantity and units,
+    the comparisons with the Gaussian baselines, the selection, the split and the timing."""
+    fitted = result.model.fitted
+    summaries = summarise_fit(result)
+    for key in summaries:
+        if summaries[key]["model"].startswith("nica"):
+            summaries[key]["model"] = _nica_name(result)
+    comparisons = compare_with_gaussian(result)
+    return {
+        "units": LOG_LIKELIHOOD_UNITS,
+        **summaries,
+        "comparisons": comparisons,
+        "nica_loses_to_gaussian": any(c["nica_loses"] for c in comparisons),
+        "verdict": [c["line"] for c in comparisons],
+        "selection": None if result.selection is None else result.selection.to_dict(),
+        "n_train": int(result.data.split.train.size),
+        "n_validation": int(result.data.split.validation.size),
+        "n_test": int(result.data.split.test.size),
+        "batch_size": fitted.config.batch_size,
+        "best_epoch": fitted.result.best_epoch,
+        "epochs_run": fitted.result.epochs_run,
+        "wall_s": wall,
+    }
+
+
+def _summaries(metrics: dict) -> list[dict]:
+    keys = ("test", "marginal_test", "gaussian_test", "class_gaussian_test")
+    return [metrics[k] for k in keys if k in metrics]
+
+
 def _write_outputs(out: Path, args, result, x: np.ndarray, copies: int, wall: float) -> None:
     from nica.plots import plot_training_curves
 
     dim = x.shape[1]
     fitted = result.model.fitted
-    metrics = {
-        "test": summarise(result.test_log_likelihood, dim),
-        "gaussian_test": summarise(result.gaussian_test_log_likelihood, dim),
-        "n_train": int(result.data.split.train.size),
-        "n_validation": int(result.data.split.validation.size),
-        "n_test": int(result.data.split.test.size),
-        "best_epoch": fitted.result.best_epoch,
-        "epochs_run": fitted.result.epochs_run,
-        "wall_s": wall,
-    }
+    metrics = _metrics(result, wall)
     config = {
         **fitted.config.to_dict(),
+        "depth_chosen_on_validation_rows": result.selection is not None,
         "preprocessing": result.model.preprocessing.to_dict(),
         "copies": copies,
         "test_fraction": args.test_fraction,
         "validation_fraction": args.validation_fraction,
         "data": str(Path(args.data).resolve()),
+        "environment": environment(),
     }
+    metrics["environment"] = config["environment"]
     write_json(out / "config.json", config)
     result.model.save(out / "checkpoint")
     n_show = 10 if args.image_shape else 1000
     labels = None
     if fitted.aux:
-        labels = np.arange(n_show, dtype=np.int32) % fitted.aux["n_segments"]
+        labels = result.model.labels[np.arange(n_show) % len(result.model.labels)]
     samples = result.model.sample(jax.random.key(args.seed + 1), n_show, labels)
     data_rows = x[result.data.split.test][:n_show]
-    _plot_samples(data_rows, samples, args.image_shape, out / "samples.png")
-    plot_training_curves({"fit": fitted.result.history}, out / "training_curve.png")
+    title = f"Test data and samples through the exact inverse of\n{metrics['test']['model']}"
+    if fitted.aux:
+        title += f", given the classes {', '.join(map(str, result.model.labels[:3]))}, ... in turn"
+    _plot_samples(data_rows, samples, args.image_shape, out / "samples.png", title)
+    plot_training_curves(
+        _curves(result),
+        out / "training_curve.png",
+        title="nica density, every candidate",
+        units=_CURVE_UNITS,
+    )
     write_text(out / "report.md", _report(metrics, config, dim))
     write_json(out / "metrics.json", metrics)
-    test = metrics["test"]
-    print(
-        f"nica density: test log-likelihood {test['log_likelihood']:.3f} nats per sample "
-        f"({test['bits_per_dim']:.4f} bits/dim; Gaussian "
-        f"{metrics['gaussian_test']['log_likelihood']:.3f}); wrote {out}",
-        flush=True,
-    )
+    print(_printed_report(metrics, dim), flush=True)
+    print(f"nica density: wrote {out}", flush=True)
+
+
+def _curves(result: DensityFit) -> dict[str, dict]:
+    """Training histories by name, the chosen fit marked."""
+    selection = result.selection
+    if selection is None:
+        return {"fit": result.model.fitted.result.history}
+    return {
+        c.name + (" (chosen)" if k == selection.chosen else ""): fit.result.history
+        for k, (c, fit) in enumerate(zip(selection.candidates, selection.fits, strict=True))
+        if fit is not None
+    }
+
+
+def _printed_report(metrics: dict, dim: int) -> str:
+    """What ``nica density`` prints: one labelled row per quantity, one line per comparison."""
+    rows = [
+        f"nica density: test split of {metrics['n_test']} rows, D = {dim}; log-likelihoods in "
+        "the data's units: nats per sample and per dimension (higher is better), bits/dim = "
+        "-log p / (D log 2) (lower is better)"
+    ]
+    summaries = _summaries(metrics)
+    width = max(len(m["model"]) for m in summaries)
+    quantity_width = max(len(m["quantity"]) for m in summaries)
+    for m in summaries:
+        rows.append(
+            f"  {m['model']:<{width}}  {m['quantity']:<{quantity_width}}  "
+            f"{m['log_likelihood']:.3f} {_NATS}  {m['log_likelihood_per_dim']:.4f} "
+            f"{_PER_DIM}  {m['bits_per_dim']:.4f} {_BITS}"
+        )
+    rows += metrics["verdict"]
+    return "\n".join(rows)
 
 
 def _report(metrics: dict, config: dict, dim: int) -> str:
     rows = [
-        f"| {name} | {m['log_likelihood']:.3f} ± {2 * m['log_likelihood_stderr']:.3f} | "
-        f"{m['log_likelihood_per_dim']:.4f} | {m['bits_per_dim']:.4f} |"
-        for name, m in (("nica", metrics["test"]), ("Gaussian", metrics["gaussian_test"]))
+        f"| {m['model']} | {m['quantity']} | {m['log_likelihood']:.3f} ± "
+        f"{2 * m['log_likelihood_stderr']:.3f} | {m['log_likelihood_per_dim']:.4f} | "
+        f"{m['bits_per_dim']:.4f} |"
+        for m in _summaries(metrics)
     ]
-    return "\n".join(
-        [
-            "# nica density: test log-likelihood",
-            "",
-            f"{metrics['n_test']} test rows, D = {dim}; preprocessing "
-            f"{config['preprocessing']}; {config['copies']} noise copies; depth "
-            f"{config['depth']}, prior {config['prior']}, gradient {config['gradient']}; best "
-            f"epoch {metrics['best_epoch']} of {metrics['epochs_run']}.",
-            "",
-            "| model | nats per sample ± 2 s.e. | nats per dim | bits per dim |",
-            "|---|---|---|---|",
-            *rows,
-            "",
-        ]
-    )
+    lines = [
+        "# nica density: test log-likelihood",
+        "",
+        f"{metrics['n_test']} test rows ({metrics['n_train']} training, "
+        f"{metrics['n_validation']} validation), D = {dim}; preprocessing "
+        f"{config['preprocessing']}; {config['copies']} noise copies; prior {config['prior']}, "
+        f"gradient {config['gradient']}, batch {config['batch_size']}; best epoch "
+        f"{metrics['best_epoch']} of {metrics['epochs_run']}.",
+        "",
+        "Log-likelihoods are of the test rows in the data's units (the preprocessing's "
+        "Jacobian counted): nats per sample and nats per dimension, higher is better; bits "
+        "per dimension are -log p / (D log 2), a code length, lower is better. log p(x | u) "
+        "is conditional on the class, log p(x) is not: compare like with like (a "
+        "conditional model's log p(x) mixes its classes, p(c) the training class "
+        "frequencies).",
+        "",
+        "| model | quantity | nats per sample ± 2 s.e. (higher is better) | nats per dim "
+        "(higher is better) | bits per dim (lower is better) |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        *(f"**{c['line']}**" if c["nica_loses"] else c["line"] for c in metrics["comparisons"]),
+        "",
+    ]
+    if metrics["selection"] is not None:
+        lines += _selection_lines(metrics["selection"])
+    if "environment" in config:
+        lines += ["", f"Written with {describe(config['environment'])}.", ""]
+    return "\n".join(lines)
 
 
-def _plot_samples(data_rows, samples, image_shape, path: Path) -> None:
+def _selection_lines(selection: dict) -> list[str]:
+    cells = [
+        f"| {c['name']} | {c['val_log_likelihood']:.3f} | "
+        f"{c['stderr_of_difference_to_best']:.3f} | {c['best_epoch']} / {c['epochs_run']} | "
+        f"{'yes' if c['chosen'] else ''} |"
+        for c in selection["candidates"]
+    ]
+    return [
+        "## Depth chosen on the validation rows",
+        "",
+        f"Rule: {selection['rule']}. Chosen: {selection['chosen']}.",
+        "",
+        "| candidate | validation log-likelihood, nats per sample (higher is better) | s.e. "
+        "of its difference to the best | best epoch / epochs run | chosen |",
+        "|---|---|---|---|---|",
+        *cells,
+        f"| full-covariance Gaussian (reference, not a candidate) | "
+        f"{selection['gaussian_val_log_likelihood']:.3f} | | | |",
+        "",
+    ]
+
+
+def _plot_samples(data_rows, samples, image_shape, path: Path, title: str) -> None:
     """Data next to model samples: an image grid, or scatters of column pairs."""
     import matplotlib
 
@@ -256,7 +384,7 @@ def _plot_samples(data_rows, samples, image_shape, path: Path) -> None:
             ax.scatter(samples[:, a], samples[:, b], s=3, alpha=0.4, label="samples")
             ax.set(xlabel=f"x{a}", ylabel=f"x{b}")
         axes[0, 0].legend(fontsize=8)
-    fig.suptitle("Test data and samples through the exact inverse", fontsize=10)
+    fig.suptitle(title, fontsize=9)
     try:
         save_figure(fig, path, dpi=100)
     finally:
