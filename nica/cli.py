@@ -207,6 +207,15 @@ def _plan(config, dim: int) -> str:
     return f"{plan}; depth {depths[0]}"
 
 
+def _abandon(err: BaseException, out: Path, created: bool) -> None:
+    """After a fit that failed or was stopped: removes ``out`` if the command created it and it
+    is still empty; Ctrl-C becomes the one line saying that nothing was written."""
+    if created and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if isinstance(err, KeyboardInterrupt):
+        raise _Interrupted(f"the fit was stopped; nothing was written to {out}") from None
+
+
 def _fit(args) -> int:
     if args.method != "nica":
         return _fit_baseline(args)
@@ -240,10 +249,7 @@ def _fit(args) -> int:
                     where_u=args.data,
                 )
         except BaseException as err:
-            if created and out.is_dir() and not any(out.iterdir()):
-                out.rmdir()
-            if isinstance(err, KeyboardInterrupt):
-                raise _Interrupted(f"the fit was stopped; nothing was written to {out}") from None
+            _abandon(err, out, created)
             raise
         wall = time.perf_counter() - start
         if progress is not None:
@@ -337,10 +343,7 @@ def _fit_baseline(args) -> int:
                 [data.x], [data.u], seeds=[args.seed], config=config, progress=progress
             )
     except BaseException as err:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        if isinstance(err, KeyboardInterrupt):
-            raise _Interrupted(f"the fit was stopped; nothing was written to {out}") from None
+        _abandon(err, out, created)
         raise
     if fitted.diverged is not None:
         raise nica.TrainingDivergedError(fitted.diverged, epoch=len(fitted.losses), history={})
