@@ -124,12 +124,21 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser = experiment_parser(
         __doc__,
         out=Path("results/outlier_tolerance"),
-        smoke={"sizes": [25], "squashes": [1.0, 30.0], "epochs": 2, "draws": 2},
+        smoke={
+            "sizes": [25],
+            "squashes": [1.0, 30.0],
+            "epochs": 2,
+            "draws": 2,
+            "depth": "2",
+            "restarts": 1,
+        },
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 100])
     parser.add_argument("--squashes", type=float, nargs="+", default=list(SQUASHES))
     parser.add_argument("--epochs", type=int, default=nica.FitConfig().epochs)
     parser.add_argument("--draws", type=int, default=500)
+    parser.add_argument("--depth", default=nica.FitConfig().depth, help="auto or an integer")
+    parser.add_argument("--restarts", type=int, default=nica.FitConfig().restarts)
     args = parser.parse_args(argv)
     clean = false_positives([50, 200, 4000, 40000], args.draws)
     # The fits need the refused data: switch the check off in this process from here on.
@@ -138,7 +147,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     try:
         for per_segment in args.sizes:
             overrides = {"samples_per_segment": per_segment}
-            records += measure("ivae", overrides, args.squashes, {"epochs": args.epochs})
+            depth = args.depth if args.depth == "auto" else int(args.depth)
+            fit = {"epochs": args.epochs, "depth": depth, "restarts": args.restarts}
+            records += measure("ivae", overrides, args.squashes, fit)
     finally:
         nica.data.ISOLATION = limit
     rows = [

@@ -582,15 +582,14 @@ def _init_fn(config: FitConfig, dim: int, aux_json: str):
 
 
 @jax.jit
-def _best_restarts(params, best_val: jax.Array):
-    """Each seed's restart with the lowest validation NLL: ``(params (S, 1, ...), index (S,))``."""
-    chosen = jnp.argmin(best_val, axis=1)
+def _take_restarts(params, chosen: jax.Array):
+    """Each seed's restart ``chosen (S,)``: params with leading axes ``(S, 1)``."""
 
     def take(leaf):
         index = chosen.reshape((-1, 1) + (1,) * (leaf.ndim - 2))
         return jnp.take_along_axis(leaf, index, axis=1)
 
-    return jax.tree.map(take, params), chosen
+    return jax.tree.map(take, params)
 
 
 def _optimizer_key(config: FitConfig, n_samples: int, epochs: int) -> tuple:
@@ -616,7 +615,10 @@ def _choose_restarts(config, model_parts, data, n_samples, shuffle_keys, progres
         nll_offset=offsets,
     )
     val = np.array([_validation_score(r) for r in results])
-    params, chosen = _best_restarts(best, jnp.asarray(val.reshape(n_seeds, n_restarts)))
+    # Chosen in float64 on the host: in float32 the NLLs in x's units (offset added) could
+    # round two restarts to a tie that the standardised NLLs did not have.
+    chosen = np.argmin(val.reshape(n_seeds, n_restarts), axis=1)
+    params = _take_restarts(best, jnp.asarray(chosen, jnp.int32))
     summaries = [
         {
             "val_nll": [r.best_val_nll for r in results[i * n_restarts : (i + 1) * n_restarts]],
