@@ -38,6 +38,7 @@ __all__ = [
     "IdentifiabilityWarning",
     "check_segments",
     "encode_aux",
+    "known_labels",
     "read_aux",
 ]
 
@@ -147,8 +148,9 @@ def read_aux(u, *, where: str = "data") -> AuxReading | None:
     return AuxReading(aux, codes.astype(np.int32), f"u read as {known.size} {how}")
 
 
-def _known_labels(aux: dict) -> np.ndarray:
-    """The fitted label set (``0..M-1`` for models saved before labels were recorded)."""
+def known_labels(aux: dict) -> np.ndarray:
+    """The fitted label set, sorted: the order of the prior's rows (``0..M-1`` for models
+    saved before labels were recorded)."""
     labels = aux.get("labels")
     if labels is None:
         return np.arange(aux["n_segments"], dtype=np.int64)
@@ -191,7 +193,7 @@ def encode_aux(u, aux: dict | None, *, where: str = "u") -> np.ndarray | None:
         raise ValueError(
             f"{where}: the model was fitted on segment labels; u was read as {how}: pass labels"
         )
-    known = _known_labels(aux)
+    known = known_labels(aux)
     if (labels.dtype.kind == "U") != (known.dtype.kind == "U"):
         unseen = np.unique(labels)
     else:

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from nica.auxiliary import encode_aux, read_aux
+from nica.auxiliary import encode_aux, known_labels, read_aux
 from nica.conditional import SegmentPrior, get_family
 from nica.data import check_labels, check_observations, standardise
 from nica.estimator import FitConfig, FittedModel, build_model, load, make_optimizer
@@ -409,7 +409,7 @@ class DensityModel:
         :meth:`class_log_likelihoods`; ``None`` for an unconditional one."""
         if not self.fitted.aux or self.fitted.aux["kind"] != "segments":
             return None
-        return np.asarray(self.fitted.aux.get("labels", range(self.fitted.aux["n_segments"])))
+        return known_labels(self.fitted.aux)
 
     def marginal_log_likelihood(self, v, class_log_prior) -> np.ndarray:
         """``log p(v) = log sum_c p(c) p(v | c)`` of a conditional model, shape ``(N,)``.
