@@ -31,8 +31,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
 
 from experiments.harness import experiment_parser, markdown_document, markdown_table, write_report
-from nica.experiment import EXPERIMENTS, run_experiment
-from nica.storage import read_json
+from nica.apps.experiment import EXPERIMENTS, run_experiment
+from nica.util.files import read_json
 
 CONFIGS = ("ivae-original", "icebeem-2000")
 #: The original iVAE code (ilkhem/iVAE at cf6ff68, default ``configs/ivae.yaml``) on its own

@@ -11,7 +11,7 @@ default is 8; 4 keeps the run within a shared 2-core CPU budget).
 
 Models: nica as ``nica density`` fits it by default (square 64x64 layers, Gaussian base,
 relative gradient in relative coordinates, the depth chosen per seed on the validation rows
-among ``nica.density.DENSITY_CANDIDATES``; ``--depth L`` fixes it; also the ordinary
+among ``nica.apps.density.DENSITY_CANDIDATES``; ``--depth L`` fixes it; also the ordinary
 gradient), a full-covariance Gaussian, and flowjax's masked autoregressive flow and coupling
 flow (5 layers, affine, one hidden layer whose width is chosen so the parameter count is a
 3-layer nica's within 20%). Conditional variant: nica with the class as u (Eq. 4: a per-class
@@ -43,8 +43,7 @@ from flax import nnx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
 
 from experiments import flowjax_flows, harness
-from nica.data import standardise
-from nica.density import (
+from nica.apps.density import (
     DensityData,
     DensityModel,
     Preprocessing,
@@ -58,6 +57,7 @@ from nica.density import (
     select_nica,
     training_class_log_prior,
 )
+from nica.fitting.data import standardise
 
 #: Model name -> (description, FitConfig overrides) for the nica variants.
 NICA_MODELS = {

@@ -9,8 +9,8 @@ validation, 20% test). Per data set and seed, on the same split:
 - ``former``: the former default, one fit of 3 layers from a random start with batches of 128
   (``fit_density(x, depth=3, batch_size=128)``, what ``nica density`` did before);
 - ``nica``: the default ``nica density`` (``fit_density(x)``): the depth chosen on the
-  validation rows among ``nica.density.DENSITY_CANDIDATES`` by the one-standard-error rule,
-  minibatches of ``nica.density.density_batch_size``.
+  validation rows among ``nica.apps.density.DENSITY_CANDIDATES`` by the one-standard-error rule,
+  minibatches of ``nica.apps.density.density_batch_size``.
 
 Every number is the mean test log-likelihood ``log p(x)`` in nats per sample in the data's
 units (higher is better). The rule was chosen looking at seeds 0-5 of wine, iris, breast
@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
 
 from experiments import harness
-from nica.density import fit_density
+from nica.apps.density import fit_density
 
 #: Data set name -> scikit-learn loader name.
 DATA_SETS = {
@@ -72,7 +72,7 @@ def run_one(x: np.ndarray, seed: int, epochs: int) -> dict:
         ),
         "chosen": chosen,
         "selection": nica.selection.to_dict(),
-        "n_test": int(nica.data.split.test.size),
+        "n_test": int(nica.fitting.data.split.test.size),
     }
 
 

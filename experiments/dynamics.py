@@ -21,13 +21,13 @@ and with plain SGD (no adaptive scaling):
 
 * ``relative``: the relative gradient of MATH.md with biases in augmented form
   (``What What^T G``), fed to the optimizer like any gradient;
-* ``relative_coords``: the optimizer runs in relative coordinates (``nica.relative``): it sees
+* ``relative_coords``: the optimizer runs in relative coordinates (``nica.core.relative``): it sees
   ``W^T G_W`` for each kernel and ``G_b`` for each bias, and its kernel update ``U`` is applied
   as ``W <- W (I + U)``. Under plain SGD this is exactly ``W <- W - lr W W^T G_W`` with an
   ordinary bias step;
 * ``relative_pooled``: the optimizer sees ``W W^T G_W`` for each kernel and ``G_b`` for each
   bias and steps in ``W``, with Adam's second moment pooled over each kernel (one scalar per
-  matrix, ``nica.pooling``). Under plain SGD it is the same step as ``relative_coords``;
+  matrix, ``nica.core.pooling``). Under plain SGD it is the same step as ``relative_coords``;
 * ``ordinary``: autodiff through ``slogdet`` (the reference).
 
 The exact training NLL (``slogdet``) is recorded at every epoch; all runs of one setting run at
@@ -90,7 +90,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
 
 from experiments import harness
 from nica import GRADIENTS, DemixingNetwork, ICAModel, make_prior
-from nica.training import make_epoch_fn, make_nll_fn
+from nica.fitting.training import make_epoch_fn, make_nll_fn
 from synthetic.mixing import random_matrix, random_mixing
 
 #: The gradient modes trained (names in the registry ``nica.GRADIENTS``).
@@ -165,8 +165,8 @@ def make_problem(seed: int, n: int, *, mixing: str = "teacher") -> tuple[np.ndar
 def full_batch_optimizer(name: str, epochs: int, learning_rate) -> optax.GradientTransformation:
     """``optax.adam`` or ``optax.sgd``, learning rate cosine-decayed to 5% over ``epochs`` steps.
 
-    Not ``nica.estimator.make_optimizer``: no gradient clipping (the comparison is of the raw
-    steps), and the rate decays to 5% of its peak instead of 0, so that the runs settle but
+    Not ``nica.fitting.estimator.make_optimizer``: no gradient clipping (the comparison is of
+    the raw steps), and the rate decays to 5% of its peak instead of 0, so that the runs settle but
     keep moving. ``learning_rate`` may be a traced scalar (this is called inside ``vmap``).
     """
     schedule = optax.cosine_decay_schedule(learning_rate, epochs, alpha=0.05)

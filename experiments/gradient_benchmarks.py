@@ -1,6 +1,6 @@
 """The conditional model on the shipped benchmarks with another gradient mode than the default.
 
-Runs ``nica.experiment`` configs with one change, ``FitConfig.gradient`` (default here:
+Runs ``nica.apps.experiment`` configs with one change, ``FitConfig.gradient`` (default here:
 ``relative``, MATH.md's augmented relative gradient, against the package default
 ``relative_coords``), conditional model only, everything else as shipped: ``ivae``, ``icebeem``
 (L = 2 and 4) and the ``dimension`` sweep at D = 10 and 20. Compare with the default reports in
@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
 
 from experiments.harness import COMPARED_GRADIENTS, experiment_parser
-from nica.experiment import EXPERIMENTS, run_experiment
+from nica.apps.experiment import EXPERIMENTS, run_experiment
 
 BENCHMARKS = ("ivae", "icebeem", "dimension")
 

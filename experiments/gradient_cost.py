@@ -17,10 +17,10 @@ Gradient only (a jitted ``jax.grad`` of the loss with respect to the ``nnx.Param
   term at all (neither ``log|det W_k|`` nor the activations' log-derivatives).
 
 Full training step, what a user pays (``step:<mode>`` for every mode of ``nica.GRADIENTS``):
-the trainer's own epoch function (``nica.training.make_epoch_fn``: shuffle, gradient, the
+the trainer's own epoch function (``nica.fitting.training.make_epoch_fn``: shuffle, gradient, the
 mode's wrapping of ``optax.adam(1e-3)``, parameter update, finite check) over ``--steps``
 minibatches, divided by ``--steps``. ``step:default`` is the step of the package default
-(``nica.gradients.DEFAULT_GRADIENT``, ``auto``: ``relative_coords`` while ``D <= batch``,
+(``nica.core.gradients.DEFAULT_GRADIENT``, ``auto``: ``relative_coords`` while ``D <= batch``,
 ``relative_pooled`` above; a copy of the resolved mode's timing whose ``mode`` field names
 it), ``step:backprop`` the same epoch function with the plain-backprop loss and the same Adam.
 
@@ -69,8 +69,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
 
 from experiments import harness
 from nica import GRADIENTS, DemixingNetwork, GradientMode, ICAModel, make_prior
-from nica.gradients import DEFAULT_GRADIENT, resolve_gradient
-from nica.training import make_epoch_fn
+from nica.core.gradients import DEFAULT_GRADIENT, resolve_gradient
+from nica.fitting.training import make_epoch_fn
 
 #: Gradient-only rows: modes of the registry ``nica.GRADIENTS``, then the plain-backprop floor.
 GRADIENT_METHODS = ("relative", "ordinary", "autodiff")
@@ -455,7 +455,7 @@ def to_markdown(records: Sequence[dict], *, fit_from: int) -> str:
         "## Gradient only",
         harness.markdown_table(("D", *grad_rows, *ratios), grad_cells),
         "## Full training step (gradient + Adam update + parameter update)",
-        f"`nica.training.make_epoch_fn` with each mode's wrapping of `optax.adam(1e-3)`, "
+        f"`nica.fitting.training.make_epoch_fn` with each mode's wrapping of `optax.adam(1e-3)`, "
         f"{steps} steps per timed call, time per step.",
         harness.markdown_table(("D", *step_rows), step_cells),
         harness.markdown_table(("D", *(h for h, _, _ in STEP_RATIOS)), ratio_cells),

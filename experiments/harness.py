@@ -19,9 +19,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import nica
-from nica import storage
-from nica.provenance import describe, environment
-from nica.storage import write_json, write_text
+from nica.util import files as storage
+from nica.util.files import write_json, write_text
+from nica.util.provenance import describe, environment
 
 __all__ = [
     "COMPARED_GRADIENTS",
@@ -131,7 +131,7 @@ def write_records_as_they_come(path: Path, batches: Iterable[Sequence[dict]]) ->
 def write_report(out: Path, name: str, record, table: str, *, indent: int | None = 2) -> None:
     """Writes ``out/name.json`` (``record``) and ``out/name.md`` (``table``); prints the table.
 
-    Both record where they were made (``nica.provenance``): a dict ``record`` gains an
+    Both record where they were made (``nica.util.provenance``): a dict ``record`` gains an
     ``environment`` key (a list is written as it is), and the Markdown ends with a line naming
     the versions, platform, device and commit."""
     env = environment()
@@ -154,7 +154,7 @@ def pyplot():
 
 
 def save_figure(fig, path: Path, *, dpi: int) -> Path:
-    """Saves ``fig`` to ``path`` atomically (``nica.storage.save_figure``) and closes it."""
+    """Saves ``fig`` to ``path`` atomically (``nica.util.files.save_figure``) and closes it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         return storage.save_figure(fig, path, dpi=dpi)

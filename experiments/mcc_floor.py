@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
 
 from experiments.harness import experiment_parser, markdown_document, markdown_table, write_markdown
-from nica.metrics import mean_correlation_coefficient
+from nica.core.metrics import mean_correlation_coefficient
 from synthetic.presets import PRESETS, make_preset
 
 

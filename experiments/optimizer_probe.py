@@ -10,8 +10,8 @@ on the iVAE preset with ``n_sources = D``, for every combination of
 * optimizer: ``adam`` or ``sgd`` with momentum 0.9 (both clipped to global norm 10, cosine
   decay of the peak rate over the whole fit),
 
-all seeds of one combination trained together (``nica.training.train_seeds``), and records the
-Pearson MCC, the best validation NLL and the epoch it was reached.
+all seeds of one combination trained together (``nica.fitting.training.train_seeds``), and records
+the Pearson MCC, the best validation NLL and the epoch it was reached.
 
 Command::
 
@@ -36,11 +36,11 @@ import optax
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
 
 from experiments import harness
-from nica.estimator import FitConfig, build_model, make_optimizer
-from nica.metrics import mean_correlation_coefficient
-from nica.training import train_seeds
+from nica.core.metrics import mean_correlation_coefficient
+from nica.fitting.estimator import FitConfig, build_model, make_optimizer
+from nica.fitting.training import train_seeds
 
-#: Base optimizers (``base`` of ``nica.estimator.make_optimizer``), given the lr schedule.
+#: Base optimizers (``base`` of ``nica.fitting.estimator.make_optimizer``), given the lr schedule.
 OPTIMIZERS = {
     "adam": optax.adam,
     "sgd_momentum": lambda schedule: optax.sgd(schedule, momentum=0.9),

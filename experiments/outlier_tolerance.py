@@ -1,12 +1,12 @@
 """What one outlier row does to a default fit, and how often the outlier rule refuses clean
-heavy-tailed data: the measurement behind ``nica.data.ISOLATION``.
+heavy-tailed data: the measurement behind ``nica.fitting.data.ISOLATION``.
 
 Fits: one row of a preset is moved out along every column, far enough to inflate the columns'
-standard deviations (``nica.data.squash``) from 1.05x to 30x; each data set is fitted with the
-defaults (the outlier check switched off for the measurement) and the MCC is computed on the
+standard deviations (``nica.fitting.data.squash``) from 1.05x to 30x; each data set is fitted with
+the defaults (the outlier check switched off for the measurement) and the MCC is computed on the
 other rows, at two sample sizes. Each row of the table gives the planted row's distance in
 robust standard deviations and its isolation (that distance over the next farthest rows',
-``nica.data.isolation``), the quantity the rule limits.
+``nica.fitting.data.isolation``), the quantity the rule limits.
 
 False positives: the share of clean samples (Gaussian, Laplace, Student-t, lognormal, Cauchy;
 50 to 40,000 rows, 5 columns) that the rule refuses.
@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 
 import nica
-import nica.data
+import nica.fitting.data
 from experiments.harness import (
     experiment_parser,
     markdown_document,
     markdown_table,
     write_report,
 )
-from nica.metrics import mean_correlation_coefficient
+from nica.core.metrics import mean_correlation_coefficient
 from synthetic import make_preset
 
 #: Target squash factors of the planted row (1.0: no outlier).
@@ -67,8 +67,8 @@ def measure(preset: str, overrides: dict, squashes: Sequence[float], fit: dict) 
     records = []
     for target in squashes:
         x, z = _plant(data.x, row, target)
-        factor = float(np.median(nica.data.squash(x)[0]))
-        ratio = float(np.median(nica.data.isolation(x)[2][0]))
+        factor = float(np.median(nica.fitting.data.squash(x)[0]))
+        ratio = float(np.median(nica.fitting.data.isolation(x)[2][0]))
         start = time.perf_counter()
         fitted = nica.fit(x, data.u, progress=None, **fit)
         s_hat = fitted.transform(x)
@@ -112,8 +112,8 @@ def false_positives(sizes: Sequence[int], draws: int, seed: int = 0) -> list[dic
             for _ in range(draws):
                 try:
                     with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", nica.data.OutlierWarning)
-                        nica.data.standardise(draw(rng, (n, 5)))
+                        warnings.simplefilter("ignore", nica.fitting.data.OutlierWarning)
+                        nica.fitting.data.standardise(draw(rng, (n, 5)))
                 except ValueError as err:
                     refused += "gross outlier" in str(err)
             records.append({"family": name, "n": n, "draws": draws, "refused": refused / draws})
@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     clean = false_positives([50, 200, 4000, 40000], args.draws)
     # The fits need the refused data: switch the check off in this process from here on.
-    limit, nica.data.ISOLATION = nica.data.ISOLATION, np.inf
+    limit, nica.fitting.data.ISOLATION = nica.fitting.data.ISOLATION, np.inf
     records = []
     try:
         for per_segment in args.sizes:
@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
             fit = {"epochs": args.epochs, "depth": depth, "restarts": args.restarts}
             records += measure("ivae", overrides, args.squashes, fit)
     finally:
-        nica.data.ISOLATION = limit
+        nica.fitting.data.ISOLATION = limit
     rows = [
         (
             r["n_samples"],
@@ -174,9 +174,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         "Outlier tolerance",
         "Default fits of the `ivae` preset (data seed 0) with one row moved out along every"
         " column; MCC on the other rows. Squash, robust z and isolation are medians over the"
-        f" columns. `nica.data` refuses a row whose isolation is above {limit:g}"
-        f" (`ISOLATION`) and warns from {nica.data.WARN_ISOLATION:g} (`WARN_ISOLATION`), both"
-        f" only beyond {nica.data.MIN_OUTLIER_Z:g} robust standard deviations.",
+        f" columns. `nica.fitting.data` refuses a row whose isolation is above {limit:g}"
+        f" (`ISOLATION`) and warns from {nica.fitting.data.WARN_ISOLATION:g}"
+        " (`WARN_ISOLATION`), both"
+        f" only beyond {nica.fitting.data.MIN_OUTLIER_Z:g} robust standard deviations.",
         fits,
         "Clean samples (5 columns) that the rule refuses (a warning is not counted):",
         refusals,

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
 
 import nica
 from experiments import harness
-from nica.metrics import mean_correlation_coefficient
+from nica.core.metrics import mean_correlation_coefficient
 
 
 def time_modes(preset: str, n_seeds: int, config: nica.FitConfig) -> dict:

@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
 
 import nica
 from experiments import harness
-from nica.estimator import AUTO_DEPTH_RULE
-from nica.gradients import DEFAULT_GRADIENT
+from nica.core.gradients import DEFAULT_GRADIENT
+from nica.fitting.estimator import AUTO_DEPTH_RULE
 
 
 def make_data(dim: int, n_seeds: int, n: int, segments: int) -> tuple[list, list]:

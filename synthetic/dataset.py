@@ -9,9 +9,9 @@ File format (the same one the ``nica`` CLI reads):
 * ``config_json``: generator configuration as a JSON string (0-d unicode array). Optional.
 * ``mixing_json``: :meth:`synthetic.mixing.Mixing.to_dict` as a JSON string. Optional.
 
-Files are written and read through :mod:`nica.storage` (atomic, byte-deterministic) and checked
-with :func:`nica.data.check_observations`. Loading tolerates the absence of every optional key
-and rejects malformed files with a one-line ``ValueError`` that names the file and the problem.
+Files are written and read through :mod:`nica.util.files` (atomic, byte-deterministic) and checked
+with :func:`nica.fitting.data.check_observations`. Loading tolerates the absence of every optional
+key and rejects malformed files with a one-line ``ValueError`` that names the file and the problem.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from nica.data import check_labels, check_observations
-from nica.storage import load_npz, save_npz
+from nica.fitting.data import check_labels, check_observations
+from nica.util.files import load_npz, save_npz
 from synthetic.mixing import Mixing
 
 _KNOWN_KEYS = ("x", "s", "u", "config_json", "mixing_json")
@@ -38,7 +38,7 @@ def validate_arrays(
     *,
     source: str = "data",
 ) -> None:
-    """Checks a dataset's arrays with :func:`nica.data.check_observations`, plus one rule.
+    """Checks a dataset's arrays with :func:`nica.fitting.data.check_observations`, plus one rule.
 
     The rule of this file format: a 1-D ``u`` holds integer segment labels (integer dtype,
     non-negative); a continuous ``u`` is stored as ``(N, d)``.

@@ -9,7 +9,7 @@ import optax
 import pytest
 from flax import nnx
 
-from nica.activations import (
+from nica.core.activations import (
     ACTIVATIONS,
     LeakyTanh,
     MonotoneMixture,

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 import nica
-from nica.auxiliary import (
+from nica.fitting.auxiliary import (
     MIN_SEGMENT_ROWS,
     IdentifiabilityWarning,
     encode_aux,
     read_aux,
 )
-from nica.estimator import MIN_VALIDATION_ROWS
-from nica.training import validation_split
+from nica.fitting.estimator import MIN_VALIDATION_ROWS
+from nica.fitting.training import validation_split
 from synthetic import make_preset
 
 FAST = {"epochs": 2, "depth": 2, "restarts": 1, "eval_every": 1}
@@ -201,7 +201,7 @@ def test_validation_nll_is_in_the_units_of_x(data):
     quantity FittedModel.log_likelihood returns (it was in standardised units before)."""
     x = data.x * np.array([100.0, 0.01])  # far from unit scale: the units matter
     fitted = nica.fit(x, data.u, **FAST)
-    split_key = nica.estimator._seed_keys(0, 1)[0]
+    split_key = nica.fitting.estimator._seed_keys(0, 1)[0]
     _, val = validation_split(split_key, len(x), fitted.config.validation_fraction)
     best = fitted.result.best_val_nll
     assert best == pytest.approx(-fitted.log_likelihood(x[val], data.u[val]).mean(), rel=1e-4)

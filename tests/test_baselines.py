@@ -1,4 +1,4 @@
-"""The baselines (nica.baselines): losses against hand computations, vmapped seeds against
+"""The baselines (nica.methods): losses against hand computations, vmapped seeds against
 sequential fits, input errors, ``nica run`` / ``nica fit --method`` smoke runs, and the
 ``shared_matrix`` mixing of iVAE's own recipe."""
 
@@ -12,7 +12,9 @@ import optax
 import pytest
 from flax import nnx
 
-from nica.baselines import (
+from nica.apps.cli import main
+from nica.apps.experiment import ExperimentConfig, Setting, run_experiment
+from nica.methods import (
     BASELINES,
     IVAE,
     TCL,
@@ -25,9 +27,7 @@ from nica.baselines import (
     ivae_loss,
     tcl_loss,
 )
-from nica.baselines.ivae import _optimizer
-from nica.cli import main
-from nica.experiment import ExperimentConfig, Setting, run_experiment
+from nica.methods.ivae import _optimizer
 from synthetic import make_preset, random_mixing, save_dataset
 
 TINY_IVAE = {"epochs": 2, "hidden": 8, "batch_size": 50}

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 import nica
-import nica.experiment
-from nica import cli
-from nica.cli import main
-from nica.conditional import CONDITIONAL_FAMILIES
-from nica.priors import PRIORS
-from nica.progress import CellBar, PhaseBars, progress_enabled
+import nica.apps.experiment
+from nica.apps import cli
+from nica.apps.cli import main
+from nica.core.conditional import CONDITIONAL_FAMILIES
+from nica.core.priors import PRIORS
+from nica.util.progress import CellBar, PhaseBars, progress_enabled
 from synthetic import make_preset
 
 FAST = ["--epochs", "3", "--depth", "2"]
@@ -243,7 +243,7 @@ def test_fit_help_shows_every_default_and_the_priors_each_model_takes(capsys):
 
 def test_run_help_lists_configs_and_default_out(capsys):
     text = _help(capsys, "run")
-    for name, config in nica.experiment.EXPERIMENTS.items():
+    for name, config in nica.apps.experiment.EXPERIMENTS.items():
         assert f" {name} " in text, name
         assert " ".join(config.description.split())[:40] in text, name
     assert "(default: runs/CONFIG" in text and "--out results/CONFIG" in text
@@ -322,7 +322,7 @@ def test_ctrl_c_during_fit_keeps_nothing_and_exits_130(tiny_file, tmp_path, caps
 
 
 def test_ctrl_c_during_run_says_the_cells_are_kept(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(nica.experiment, "run_experiment", _interrupt)
+    monkeypatch.setattr(nica.apps.experiment, "run_experiment", _interrupt)
     assert main(["run", "demo", "--smoke", "--out", str(tmp_path / "r")]) == 130
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "Traceback" not in "".join(err), err
@@ -401,7 +401,7 @@ def test_run_wires_bars_passes_its_options_and_prints_the_report(tmp_path, capsy
 
     def run_experiment(name, **kwargs):
         calls.append((name, kwargs))
-        out = Path(kwargs["out"] or nica.experiment.default_out(name, smoke=kwargs["smoke"]))
+        out = Path(kwargs["out"] or nica.apps.experiment.default_out(name, smoke=kwargs["smoke"]))
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.md").write_text(f"# {name} report\n")
         if kwargs["on_cell"] is not None:
@@ -412,7 +412,7 @@ def test_run_wires_bars_passes_its_options_and_prints_the_report(tmp_path, capsy
         print("  a finished cell", file=kwargs["log"], flush=True)
         return [{"setting": "s", "model": "m", "pending": 1 if name == "icebeem" else 0}]
 
-    monkeypatch.setattr(nica.experiment, "run_experiment", run_experiment)
+    monkeypatch.setattr(nica.apps.experiment, "run_experiment", run_experiment)
     argv = ["run", "ivae", "--out", "r", "--seeds", "3", "1", "--force", "--sequential"]
     assert main(argv) == 0
     ((name, kwargs),) = calls

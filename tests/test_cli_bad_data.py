@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from nica.cli import main
+from nica.apps.cli import main
 from synthetic import make_preset
 
 

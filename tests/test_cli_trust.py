@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 import nica
-from nica.cli import NLL_UNITS, main
-from nica.data import isolation
-from nica.provenance import PACKAGES, describe, environment
+from nica.apps.cli import NLL_UNITS, main
+from nica.fitting.data import isolation
+from nica.util.provenance import PACKAGES, describe, environment
 from synthetic import make_preset
 
 FASTEST = ["--epochs", "1", "--depth", "2", "--restarts", "1"]
@@ -174,7 +174,7 @@ def _silences(argv: list[str], cwd: Path) -> tuple[float, str, int]:
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a size
     env = {**os.environ, "COLUMNS": "120", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "nica.cli", *argv],
+        [sys.executable, "-m", "nica.apps.cli", *argv],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=follower,

@@ -8,8 +8,8 @@ import pytest
 from flax import nnx
 from scipy import integrate, stats
 
-from nica.conditional import CONDITIONAL_FAMILIES, ContinuousPrior, SegmentPrior, gennorm_shape
-from nica.density import sample_prior
+from nica.apps.density import sample_prior
+from nica.core.conditional import CONDITIONAL_FAMILIES, ContinuousPrior, SegmentPrior, gennorm_shape
 
 
 def _segment_prior(family):
@@ -137,7 +137,7 @@ SCIPY_FAMILIES = {
 
 @pytest.mark.parametrize("family", sorted(CONDITIONAL_FAMILIES))
 def test_segment_prior_samples_follow_its_density(family):
-    """``nica.density.sample_prior`` draws each component from its own family, location and
+    """``nica.apps.density.sample_prior`` draws each component from its own family, location and
     scale (Kolmogorov-Smirnov against scipy; for gennorm, exponents 1.19, 1.5 and 1.81)."""
     assert set(SCIPY_FAMILIES) == set(CONDITIONAL_FAMILIES)
     prior = SegmentPrior(2, 3, family=family)

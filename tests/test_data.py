@@ -1,11 +1,12 @@
-"""nica.data: the one validation path (observations, labels) and the degenerate-data guard."""
+"""nica.fitting.data: the one validation path (observations, labels) and the degenerate-data
+guard."""
 
 import dataclasses
 
 import numpy as np
 import pytest
 
-from nica.data import (
+from nica.fitting.data import (
     ISOLATION,
     MAX_CONDITION,
     MIN_OUTLIER_Z,

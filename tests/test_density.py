@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from nica.cli import main
-from nica.density import (
+from nica.apps.cli import main
+from nica.apps.density import (
     GAUSSIAN,
     LOG_LIKELIHOOD_UNITS,
     DensityCandidate,
@@ -29,10 +29,10 @@ from nica.density import (
     select_nica,
     split_indices,
 )
-from nica.model import ICAModel
-from nica.network import DemixingNetwork
-from nica.priors import GaussianPrior
-from nica.storage import save_npz
+from nica.core.model import ICAModel
+from nica.core.network import DemixingNetwork
+from nica.core.priors import GaussianPrior
+from nica.util.files import save_npz
 
 LOGIT = Preprocessing(logit=True, low=0, high=5, dequantise=True, alpha=0.05)
 
@@ -337,7 +337,7 @@ def test_density_tabular_smoke(tmp_path):
 def test_conditional_density_maps_any_labels_and_refuses_unseen_ones():
     """Class labels are mapped through the saved label set (issue 24, items 1 and 2): labels
     7k + 3 give three classes, not 18 rows, and a label never seen is an error naming it."""
-    from nica.density import fit_density
+    from nica.apps.density import fit_density
 
     rng = np.random.default_rng(0)
     k = rng.integers(0, 3, 600)

@@ -10,11 +10,11 @@ from flax import nnx
 
 import nica
 from nica import FitConfig
-from nica.estimator import make_optimizer
-from nica.model import ICAModel
-from nica.network import DemixingNetwork
-from nica.priors import make_prior
-from nica.relative import kernel_step_factor, scale_kernel_steps, square_kernel_mask
+from nica.core.model import ICAModel
+from nica.core.network import DemixingNetwork
+from nica.core.priors import make_prior
+from nica.core.relative import kernel_step_factor, scale_kernel_steps, square_kernel_mask
+from nica.fitting.estimator import make_optimizer
 
 
 def _params(dim: int):
@@ -121,7 +121,7 @@ def test_candidate_depths(depth, dim, want):
 
 def test_auto_depth_rule_is_in_the_config_record():
     """Cell keys hash ``to_dict``: a changed rule must change the record of an ``auto`` config."""
-    assert FitConfig().to_dict()["depth_rule"] == nica.estimator.AUTO_DEPTH_RULE
+    assert FitConfig().to_dict()["depth_rule"] == nica.fitting.estimator.AUTO_DEPTH_RULE
     assert "depth_rule" not in FitConfig(depth=4).to_dict()
 
 
@@ -171,7 +171,7 @@ def test_auto_depth_keeps_each_seeds_depth_with_the_lower_validation_nll():
 
 def test_a_diverged_depth_is_never_kept():
     """A candidate that diverged loses to one that ran, whatever NLL it last recorded."""
-    from nica.estimator import _keep_best_depth
+    from nica.fitting.estimator import _keep_best_depth
 
     class Result:
         def __init__(self, val, diverged):

@@ -12,8 +12,8 @@ import pytest
 from flax import nnx
 
 import nica
-from nica import estimator
-from nica.cli import main
+from nica.apps.cli import main
+from nica.fitting import estimator
 from synthetic import make_preset
 
 SMALL = dict(epochs=2, restarts=2, restart_epochs=1, eval_every=1, depth=2)
@@ -182,17 +182,21 @@ def test_readme_library_snippet_gives_what_nica_fit_gives(tmp_path, monkeypatch,
     scope = {"x": data.x, "u": data.u, "s": data.s}
     exec(snippet, scope)
     np.testing.assert_array_equal(scope["s_hat"].astype(np.float32), cli)
-    assert scope["mcc"] == pytest.approx(nica.metrics.mean_correlation_coefficient(data.s, cli).mcc)
+    assert scope["mcc"] == pytest.approx(
+        nica.core.metrics.mean_correlation_coefficient(data.s, cli).mcc
+    )
 
 
 def test_prior_shape_init_sets_the_gennorm_start_and_is_validated():
     aux = {"kind": "segments", "n_segments": 3}
     key = jax.random.key(0)
     default = estimator.build_model(nica.FitConfig(depth=2), 4, aux, key=key)
-    start = nica.conditional.gennorm_shape(default.prior.raw_shape[...])
+    start = nica.core.conditional.gennorm_shape(default.prior.raw_shape[...])
     np.testing.assert_allclose(start, 1.02, rtol=1e-5)  # the Laplace end
     custom = estimator.build_model(nica.FitConfig(depth=2, prior_shape_init=1.7), 4, aux, key=key)
-    np.testing.assert_allclose(nica.conditional.gennorm_shape(custom.prior.raw_shape[...]), 1.7)
+    np.testing.assert_allclose(
+        nica.core.conditional.gennorm_shape(custom.prior.raw_shape[...]), 1.7
+    )
     # The resolved start is part of the config's record (and so of nica run's cell keys).
     assert nica.FitConfig().to_dict()["resolved_prior_shape_init"] == 1.02
     assert "resolved_prior_shape_init" not in nica.FitConfig(conditional=False).to_dict()

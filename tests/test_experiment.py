@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import nica.experiment as experiment
-from nica.cli import main
+import nica.apps.experiment as experiment
+from nica.apps.cli import main
 
 QUIET = open(os.devnull, "w")  # noqa: SIM115
 
@@ -242,7 +242,7 @@ def test_cells_another_process_finishes_meanwhile_complete_the_report(tmp_path):
 def test_two_processes_on_one_folder_fit_each_cell_once(tmp_path):
     """The README's multi-host recipe, on one machine: two runs at once on one --out."""
     script = (
-        "import dataclasses, sys; import nica.experiment as e\n"
+        "import dataclasses, sys; import nica.apps.experiment as e\n"
         "c = dataclasses.replace(e.EXPERIMENTS['demo'].smoke(), models=('fastica',),"
         " seeds=tuple(range(8)))\n"
         f"e.run_experiment(c, out={str(tmp_path)!r}, log=sys.stdout)\n"

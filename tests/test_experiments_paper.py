@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 import nica
-import nica.data
-from nica.gradients import DEFAULT_GRADIENT
-from nica.provenance import describe, environment
+import nica.fitting.data
+from nica.core.gradients import DEFAULT_GRADIENT
+from nica.util.provenance import describe, environment
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 #: Every registered gradient mode but autodiff (the experiments' comparison set).
@@ -245,9 +245,9 @@ def test_harness_parser_tables_and_files(tmp_path):
 
 
 def test_outlier_tolerance_smoke(tmp_path):
-    limit = nica.data.ISOLATION
+    limit = nica.fitting.data.ISOLATION
     records = _main("outlier_tolerance")(["--smoke", "--out", str(tmp_path)])
-    assert nica.data.ISOLATION == limit  # the fits' switch-off does not outlive the script
+    assert nica.fitting.data.ISOLATION == limit  # the fits' switch-off does not outlive the script
     clean, planted = records
     assert clean["target_squash"] == 1.0 and planted["squash"] == pytest.approx(30.0, rel=1e-6)
     assert planted["isolation"] > limit > clean["isolation"]  # the rule refuses the planted row

@@ -1,11 +1,11 @@
-"""Tests for nica.metrics: MCC (numpy and JAX), weak MCC, Amari distance."""
+"""Tests for nica.core.metrics: MCC (numpy and JAX), weak MCC, Amari distance."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nica.metrics import (
+from nica.core.metrics import (
     MCCResult,
     amari_distance,
     mcc_jax,

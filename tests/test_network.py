@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from nica.activations import is_learnable
-from nica.estimator import FitConfig, build_model
-from nica.gradients import GRADIENTS
-from nica.network import DemixingNetwork, InvertibleDense
-from nica.relative import square_kernel_mask
+from nica.core.activations import is_learnable
+from nica.core.gradients import GRADIENTS
+from nica.core.network import DemixingNetwork, InvertibleDense
+from nica.core.relative import square_kernel_mask
+from nica.fitting.estimator import FitConfig, build_model
 
 ACTIVATION_CASES = {
     "smooth_leaky_relu": ("smooth_leaky_relu", {"slope": 0.2}),

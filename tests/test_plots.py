@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from matplotlib.collections import LineCollection, PathCollection
 
-from nica import plots
+from nica.apps import plots
 
 MIN_FONT_PT = 7  # at the figures' 110 dpi, about 11 pixels
 

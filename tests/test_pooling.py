@@ -9,13 +9,13 @@ import optax
 import pytest
 from flax import nnx
 
-from nica.gradients import GRADIENTS
-from nica.model import ICAModel
-from nica.network import DemixingNetwork
-from nica.pooling import POOLS, pool_second_moment
-from nica.priors import make_prior
-from nica.relative import square_kernel_mask
-from nica.training import make_epoch_fn
+from nica.core.gradients import GRADIENTS
+from nica.core.model import ICAModel
+from nica.core.network import DemixingNetwork
+from nica.core.pooling import POOLS, pool_second_moment
+from nica.core.priors import make_prior
+from nica.core.relative import square_kernel_mask
+from nica.fitting.training import make_epoch_fn
 
 
 def _model(dim: int, seed: int) -> ICAModel:

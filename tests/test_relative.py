@@ -9,13 +9,13 @@ import optax
 import pytest
 from flax import nnx
 
-from nica.conditional import CONDITIONAL_FAMILIES, ContinuousPrior, SegmentPrior
-from nica.gradients import DEFAULT_GRADIENT, GRADIENTS, get_gradient, resolve_gradient
-from nica.model import ICAModel
-from nica.network import DemixingNetwork
-from nica.priors import PRIORS, make_prior
-from nica.relative import relative_dense, relative_gradient_reference, relative_log_abs_det
-from nica.training import make_epoch_fn
+from nica.core.conditional import CONDITIONAL_FAMILIES, ContinuousPrior, SegmentPrior
+from nica.core.gradients import DEFAULT_GRADIENT, GRADIENTS, get_gradient, resolve_gradient
+from nica.core.model import ICAModel
+from nica.core.network import DemixingNetwork
+from nica.core.priors import PRIORS, make_prior
+from nica.core.relative import relative_dense, relative_gradient_reference, relative_log_abs_det
+from nica.fitting.training import make_epoch_fn
 
 
 def _rel_err(a, b):
@@ -300,7 +300,7 @@ def test_adam_in_relative_coordinates_updates_w_multiplicatively(x64):
 
 
 def test_relative_coordinates_need_params_with_square_kernels():
-    from nica.relative import in_relative_coordinates
+    from nica.core.relative import in_relative_coordinates
 
     tx = in_relative_coordinates(optax.sgd(0.1))
     grads = {"demixer": {"kernel": jnp.eye(2)}}
@@ -313,7 +313,7 @@ def test_relative_coordinates_need_params_with_square_kernels():
 
 def test_relative_coordinates_refuse_an_optimizer_wrapped_twice():
     """A pre-wrapped optimizer handed to the trainer would map W U back twice: refused."""
-    from nica.relative import in_relative_coordinates
+    from nica.core.relative import in_relative_coordinates
 
     wrapped = in_relative_coordinates(optax.adam(1e-3))
     with pytest.raises(ValueError, match="already wrapped"):
@@ -330,7 +330,7 @@ def test_relative_coordinates_refuse_an_optimizer_wrapped_twice():
 def test_relative_coordinates_map_back_only_square_kernels_whatever_their_path(x64):
     """The mask comes from the variable type: a SquareKernel anywhere is mapped back, an
     nnx.Param named 'kernel' (a conditioning MLP) is not."""
-    from nica.relative import SquareKernel, in_relative_coordinates
+    from nica.core.relative import SquareKernel, in_relative_coordinates
 
     class Holder(nnx.Module):
         def __init__(self):

@@ -15,11 +15,11 @@ import pytest
 from flax import nnx
 
 import nica
-from nica.conditional import SegmentPrior
-from nica.estimator import FitConfig
-from nica.model import ICAModel
-from nica.network import DemixingNetwork
-from nica.training import seed_sharding, train, train_seeds
+from nica.core.conditional import SegmentPrior
+from nica.core.model import ICAModel
+from nica.core.network import DemixingNetwork
+from nica.fitting.estimator import FitConfig
+from nica.fitting.training import seed_sharding, train, train_seeds
 
 N_SEGMENTS, DIM = 4, 3
 
@@ -127,7 +127,7 @@ _MULTI_DEVICE = textwrap.dedent(
     import jax, numpy as np, optax
     sys.path.insert(0, sys.argv[1])
     import test_seeds as t
-    from nica.training import seed_sharding, train, train_seeds
+    from nica.fitting.training import seed_sharding, train, train_seeds
 
     jax.config.update("jax_enable_x64", True)
     assert len(jax.local_devices()) == 4, jax.local_devices()

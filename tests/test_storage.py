@@ -1,6 +1,6 @@
-"""nica.storage: atomic writers (unique temporary files), read_json errors, claim files.
+"""nica.util.files: atomic writers (unique temporary files), read_json errors, claim files.
 
-Concurrency tests run real processes that load ``nica/storage.py`` by path (it imports only the
+Concurrency tests run real processes that load ``nica/util/files.py`` by path (it imports only the
 standard library and NumPy), so each starts in a fraction of a second.
 """
 
@@ -15,17 +15,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nica import storage
-from nica.storage import claim, load_npz, read_json, release, save_npz, write_json, write_text
+from nica.util import files as storage
+from nica.util.claims import claim, release
+from nica.util.files import load_npz, read_json, save_npz, write_json, write_text
 
-STORAGE_PY = Path(storage.__file__).resolve()
+UTIL = Path(storage.__file__).resolve().parent
 
 WORKER = """
-import importlib.util, json, sys, time
+import importlib.util, json, sys, time, types
 from pathlib import Path
-spec = importlib.util.spec_from_file_location("storage", sys.argv[1])
-storage = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(storage)
+# nica.util.files and nica.util.claims by path: the workers start without importing JAX
+for package in ("nica", "nica.util"):
+    sys.modules[package] = types.ModuleType(package)
+def load(name):
+    path = Path(sys.argv[1]) / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"nica.util.{name}", path)
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+storage, claims = load("files"), load("claims")
 job, target, go = sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
 deadline = time.time() + 20
 while not go.exists() and time.time() < deadline:
@@ -46,13 +54,13 @@ elif job == "read":
             bad += 1
     print(bad, reads)
 elif job == "claim":
-    print(int(storage.claim(target, stale_after=float(sys.argv[5]))), flush=True)
+    print(int(claims.claim(target, stale_after=float(sys.argv[5]))), flush=True)
     time.sleep(1.0)  # hold it while alive: a claim of an exited process may be taken over
 """
 
 
 def _start(job: str, target: Path, go: Path, *args) -> subprocess.Popen:
-    argv = [sys.executable, "-c", WORKER, str(STORAGE_PY), job, str(target), str(go)]
+    argv = [sys.executable, "-c", WORKER, str(UTIL), job, str(target), str(go)]
     return subprocess.Popen([*argv, *map(str, args)], stdout=subprocess.PIPE, text=True)
 
 

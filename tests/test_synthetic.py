@@ -428,7 +428,8 @@ def test_save_is_byte_deterministic_and_refuses_a_folder(tmp_path):
 
 
 def test_dataset_labels_must_have_integer_dtype_even_when_whole():
-    # nica.data.check_labels accepts whole floats; the file format stores labels as integers.
+    # nica.fitting.data.check_labels accepts whole floats; the file format stores labels as
+    # integers.
     with pytest.raises(ValueError, match="Dataset: 1-D 'u' must hold integer segment labels"):
         sy.Dataset(x=X, u=np.arange(10.0))
     sy.Dataset(x=X, u=np.arange(10.0)[:, None])  # a continuous u is (N, d)

@@ -7,11 +7,11 @@ import optax
 import pytest
 from flax import nnx
 
-from nica.metrics import mean_correlation_coefficient
-from nica.model import ICAModel
-from nica.network import DemixingNetwork
-from nica.priors import make_prior
-from nica.training import (
+from nica.core.metrics import mean_correlation_coefficient
+from nica.core.model import ICAModel
+from nica.core.network import DemixingNetwork
+from nica.core.priors import make_prior
+from nica.fitting.training import (
     HostShuffle,
     TrainingDivergedError,
     batch_order,

@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 
 import nica
-from nica.estimator import AUTO_DEPTH_RULE
-from nica.metrics import mean_correlation_coefficient
-from nica.provenance import describe, environment
-from nica.storage import claim, load_npz, read_json, release, save_npz, write_json, write_text
+from nica.core.metrics import mean_correlation_coefficient
+from nica.fitting.estimator import AUTO_DEPTH_RULE
+from nica.util.claims import claim, release
+from nica.util.files import load_npz, read_json, save_npz, write_json, write_text
+from nica.util.provenance import describe, environment
 
 __all__ = [
     "CLAIM_TIMEOUT_S",
@@ -43,7 +44,7 @@ __all__ = [
     "run_experiment",
 ]
 
-#: Every model ``nica run`` knows: nica's two, FastICA, and the baselines of ``nica.baselines``.
+#: Every model ``nica run`` knows: nica's two, FastICA, and the baselines of ``nica.methods``.
 MODELS = ("conditional", "unconditional", "fastica", "ivae", "tcl")
 #: The models of a config that names none.
 DEFAULT_MODELS = ("conditional", "unconditional", "fastica")
@@ -61,7 +62,7 @@ _NICA_MODELS = ("conditional", "unconditional")
 _TEST_SEED = 10_000  # fresh held-out samples of the true model use seed _TEST_SEED + data seed
 
 
-#: ``(model, field, value)`` triples: settings of a baseline's config (``nica.baselines``).
+#: ``(model, field, value)`` triples: settings of a baseline's config (``nica.methods``).
 ModelFit = tuple[tuple[str, str, object], ...]
 
 
@@ -89,7 +90,7 @@ class ExperimentConfig:
       sweep: name of the swept quantity (x axis of the MCC plot).
       seeds: data and fit seeds.
       models: any of :data:`MODELS`: ``conditional``, ``unconditional``, ``fastica`` (needs
-        scikit-learn), and the baselines ``ivae`` and ``tcl`` (``nica.baselines``; TCL's final
+        scikit-learn), and the baselines ``ivae`` and ``tcl`` (``nica.methods``; TCL's final
         linear ICA needs scikit-learn).
       fit: ``FitConfig`` field overrides shared by the nica models.
       model_fit: baseline config fields for every setting (``(model, field, value)``
@@ -154,7 +155,7 @@ def _fit_config(config: ExperimentConfig, model: str, seed: int):
 
 def _baseline_config(config: ExperimentConfig, setting: Setting, model: str, seed: int):
     """The resolved config of a baseline's cell (``IVAEConfig`` / ``TCLConfig``)."""
-    from nica.baselines import get_baseline
+    from nica.methods import get_baseline
 
     fields = {f: v for m, f, v in config.model_fit + setting.model_fit if m == model}
     return get_baseline(model).config(**fields, seed=seed).validate()
@@ -168,7 +169,7 @@ def cell_recipe(config: ExperimentConfig, setting: Setting, model: str, seed: in
     elif model in _NICA_MODELS:
         recipe["fit"] = _fit_config(config, model, seed).to_dict()  # resolved values included
     else:
-        from nica.baselines import get_baseline
+        from nica.methods import get_baseline
 
         recipe["fit"] = _baseline_config(config, setting, model, seed).to_dict()
         recipe["target"] = get_baseline(model).target_name  # what its MCC is measured against
@@ -253,7 +254,7 @@ def _fit_baselines(config, setting, model, datasets, seeds, progress) -> list[di
     """Fits the baseline ``model`` to each dataset (one per seed) together: one dict per seed
     with ``s_hat`` (unless diverged), ``error`` and ``target`` (the array its MCC is measured
     against: ``s``, or ``|s|`` for TCL)."""
-    from nica.baselines import get_baseline
+    from nica.methods import get_baseline
 
     baseline = get_baseline(model)
     fitted = baseline.fit_seeds(
@@ -664,7 +665,7 @@ def _write_outputs(config: ExperimentConfig, rows: list, records: list, out: Pat
 
 def _figures(config: ExperimentConfig, records: list[dict], out: Path) -> list[str]:
     """Draws :data:`FIGURES` from the records and cell arrays; returns the names written."""
-    from nica import plots
+    from nica.apps import plots
 
     ok = [r for r in records if r["status"] == "ok"]
     mcc = {(r["setting"], r["model"]): [] for r in records}

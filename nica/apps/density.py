@@ -37,13 +37,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from nica.auxiliary import encode_aux, known_labels, read_aux
-from nica.conditional import SegmentPrior, get_family
-from nica.data import check_labels, check_observations, standardise
-from nica.estimator import FitConfig, FittedModel, build_model, load, make_optimizer
-from nica.priors import GaussianPrior, LaplacePrior, LogisticPrior
-from nica.storage import read_json, write_json
-from nica.training import RunData, TrainingDivergedError, train_runs
+from nica.core.conditional import SegmentPrior, get_family
+from nica.core.priors import GaussianPrior, LaplacePrior, LogisticPrior
+from nica.fitting.auxiliary import encode_aux, known_labels, read_aux
+from nica.fitting.data import check_labels, check_observations, standardise
+from nica.fitting.estimator import FitConfig, FittedModel, build_model, load, make_optimizer
+from nica.fitting.training import RunData, TrainingDivergedError, train_runs
+from nica.util.files import read_json, write_json
 
 __all__ = [
     "CLASS_GAUSSIAN",
@@ -325,7 +325,7 @@ def class_gaussian_log_likelihood(
     """``log p(z | u)``, shape ``(M,)``, under the maximum-likelihood Gaussian with one mean per
     class and a pooled full covariance (linear discriminant analysis's density), fitted to
     ``z_train (N, D)`` with label codes ``u_train (N,)`` (``0..M-1``, see
-    :func:`nica.auxiliary.encode_aux`); a class without training rows gets the overall mean.
+    :func:`nica.fitting.auxiliary.encode_aux`); a class without training rows gets the overall mean.
     The baseline of a conditional model's ``log p(x | u)``."""
     n_classes = int(max(u_train.max(), u_test.max())) + 1
     means = np.repeat(z_train.mean(axis=0, keepdims=True), n_classes, axis=0)
@@ -355,7 +355,7 @@ _FAMILY = {GaussianPrior: "gaussian", LaplacePrior: "laplace", LogisticPrior: "l
 
 
 def sample_prior(key: jax.Array, prior, dim: int, n: int, u=None) -> np.ndarray:
-    """``n`` draws ``s (n, dim)`` from a factorised prior: one of ``nica.priors``, or a
+    """``n`` draws ``s (n, dim)`` from a factorised prior: one of ``nica.core.priors``, or a
     :class:`SegmentPrior` given label codes ``u (n,)`` (``0..M-1``, the prior's rows: a
     component's location and scale per label)."""
     if isinstance(prior, SegmentPrior):
@@ -467,7 +467,7 @@ class DensityData:
         ``(n_val,)`` and ``(n_test,)``.
       u_train, u_val, u_test: the labels of those rows as given (``u_train`` repeated like
         ``z_train``), or ``None``.
-      aux: how the labels were read (``nica.auxiliary.read_aux``: the sorted label set), or
+      aux: how the labels were read (``nica.fitting.auxiliary.read_aux``: the sorted label set), or
         ``None``; :meth:`codes` maps labels to their rows ``0..M-1``.
     """
 
@@ -821,7 +821,7 @@ def fit_density(
       config: base settings (default ``FitConfig()``); ``overrides`` replace fields.
       candidates: the settings the validation rows choose among (default
         :data:`DENSITY_CANDIDATES`).
-      progress: called with a :class:`nica.training.ProgressEvent` after every epoch.
+      progress: called with a :class:`nica.fitting.training.ProgressEvent` after every epoch.
       where: the data's name in error messages.
 
     Raises:

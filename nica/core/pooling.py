@@ -3,8 +3,8 @@
 Elementwise Adam on the relative gradient ``R = W W^T G_W`` rescales each entry of ``R`` by its
 own running RMS, which bends the equivariant direction ``R`` (the ``relative`` mode's Adam
 problem). :func:`pool_second_moment` keeps the optimizer's momentum but replaces, for every
-square kernel (:class:`nica.relative.SquareKernel`), the elementwise second moment ``nu`` by its
-mean over the matrix (one scalar per kernel, as Adam-mini does for a block) or over each column
+square kernel (:class:`nica.core.relative.SquareKernel`), the elementwise second moment ``nu`` by
+its mean over the matrix (one scalar per kernel, as Adam-mini does for a block) or over each column
 (one scalar per output unit). With Adam's update ``-lr m_hat / (sqrt(nu_hat) + eps)`` that is
 
     u_pooled = u * sqrt(nu / pool(nu))
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nica.relative import square_kernel_mask
+from nica.core.relative import square_kernel_mask
 
 __all__ = ["POOLS", "pool_second_moment"]
 

@@ -24,23 +24,21 @@ import numpy as np
 import optax
 from flax import nnx
 
-from nica.auxiliary import AuxReading, check_segments, encode_aux, read_aux
-from nica.conditional import (
+from nica.core.conditional import (
     CONDITIONAL_FAMILIES,
     ContinuousPrior,
     SegmentPrior,
     gennorm_shape,
     resolved_shape_init,
 )
-from nica.data import Standardisation, check_observations, standardise
-from nica.gradients import DEFAULT_GRADIENT, GradientMode, check_gradient, resolve_gradient
-from nica.model import ICAModel
-from nica.network import DemixingNetwork
-from nica.priors import PRIORS, make_prior
-from nica.progress import display
-from nica.relative import scale_kernel_steps
-from nica.storage import load_npz, save_npz, write_json
-from nica.training import (
+from nica.core.gradients import DEFAULT_GRADIENT, GradientMode, check_gradient, resolve_gradient
+from nica.core.model import ICAModel
+from nica.core.network import DemixingNetwork
+from nica.core.priors import PRIORS, make_prior
+from nica.core.relative import scale_kernel_steps
+from nica.fitting.auxiliary import AuxReading, check_segments, encode_aux, read_aux
+from nica.fitting.data import Standardisation, check_observations, standardise
+from nica.fitting.training import (
     FitResult,
     ProgressEvent,
     TrainingDivergedError,
@@ -48,6 +46,8 @@ from nica.training import (
     split_runs_data,
     train_runs,
 )
+from nica.util.files import load_npz, save_npz, write_json
+from nica.util.progress import display
 
 __all__ = [
     "FitConfig",
@@ -89,14 +89,14 @@ class FitConfig:
         against 0.981, and in both cases the better one had the lower validation NLL. At D = 20
         a 4-layer demixer stopped 14 nats short of the true model's likelihood (median MCC
         0.793) and a 6-layer one 5.8 (0.920).
-      prior: component family: a name of ``nica.conditional.CONDITIONAL_FAMILIES`` for the
-        conditional model, of ``nica.priors.PRIORS`` for the unconditional one. ``auto`` picks
+      prior: component family: a name of ``nica.core.conditional.CONDITIONAL_FAMILIES`` for the
+        conditional model, of ``nica.core.priors.PRIORS`` for the unconditional one. ``auto`` picks
         ``gennorm`` for the conditional model (a generalised normal whose exponent is learned
         per component between Laplace, 1, and Gaussian, 2: a fixed Laplace prior cost Pearson
         MCC on Gaussian sources, 0.984 against 0.999 with a Gaussian prior, and a fixed
         Gaussian one is wrong for Laplace sources) and ``laplace`` for the unconditional one.
       prior_shape_init: the initial exponent of a ``gennorm`` prior, in (1, 2) (``None``: its
-        default, 1.02, the Laplace end; see ``nica.conditional.CONDITIONAL_FAMILIES``).
+        default, 1.02, the Laplace end; see ``nica.core.conditional.CONDITIONAL_FAMILIES``).
       conditional: use ``u`` (Eq. 4) when given; ``False`` fits Eq. 3 and ignores ``u``.
       gradient: ``auto`` (default) or a mode name of ``nica.GRADIENTS``: ``relative_coords``
         (the optimizer runs in relative coordinates, ordinary bias gradients),
@@ -104,8 +104,8 @@ class FitConfig:
         square kernel), ``relative`` (MATH.md's augmented relative gradient), ``ordinary`` or
         ``autodiff``. ``auto`` is ``relative_coords`` while ``D <= batch_size`` and
         ``relative_pooled`` above, so the step stays O(L B D^2) at every D
-        (``nica.gradients.resolve_gradient``).
-      activation: demixer activation name (``nica.activations.ACTIVATIONS``). The default,
+        (``nica.core.gradients.resolve_gradient``).
+      activation: demixer activation name (``nica.core.activations.ACTIVATIONS``). The default,
         ``monotone_spline``, is learnable (its own per-unit slope profile in every hidden layer)
         and presupposes no mixing nonlinearity; so is ``monotone_mixture`` (smoother, ~4x the
         cost per epoch). The static ones (``smooth_leaky_relu``, ...) fix the shape.
@@ -120,7 +120,7 @@ class FitConfig:
         at the identity; > 1: starts expansive, < 1: compressive).
       learning_rate: peak Adam learning rate (cosine decay to 0 over ``epochs``).
       lr_reference_dim: above this dimension ``D`` the square kernels' updates are scaled by
-        ``lr_reference_dim / D`` (:func:`nica.relative.scale_kernel_steps`). Adam moves each
+        ``lr_reference_dim / D`` (:func:`nica.core.relative.scale_kernel_steps`). Adam moves each
         entry of a ``D x D`` update by up to about the learning rate, so a layer's step can
         reach ``lr D`` in spectral norm; unscaled, the training NLL climbed at the peak rate
         from D = 20 on (by 450-860 nats above its running minimum at D = 50) and only came
@@ -502,7 +502,7 @@ class _Prepared(NamedTuple):
 
 def _prepare(config: FitConfig, x, u, where: str, where_u: str) -> _Prepared:
     """Validates and standardises one seed's data; refuses a set-up that cannot identify the
-    sources (one column; :func:`nica.auxiliary.check_segments`)."""
+    sources (one column; :func:`nica.fitting.auxiliary.check_segments`)."""
     data = check_observations(x, u if config.conditional else None, where=where)
     if data.x.shape[1] < 2:
         raise ValueError(
@@ -652,7 +652,7 @@ def fit_seeds(
       progress: ``"auto"`` (default): progress bars and notes (how ``u`` was read, when XLA
         compiles) on stderr when a person is watching (a terminal or a notebook), nothing
         otherwise; ``None``: nothing; or a callable, called with a
-        :class:`nica.training.ProgressEvent` after every epoch.
+        :class:`nica.fitting.training.ProgressEvent` after every epoch.
       shard: shard the seed axis across local devices (``None``: when there are several).
       where, where_u: the names of ``xs`` and ``us`` in error messages (``where[i]`` with
         several seeds; a file path in the CLI).
@@ -666,10 +666,10 @@ def fit_seeds(
 
     Raises:
       ValueError: bad data or settings, or a set-up that cannot identify the sources (a single
-        column, one segment, segments of fewer than ``nica.auxiliary.MIN_SEGMENT_ROWS`` rows, a
-        validation split of fewer than :data:`MIN_VALIDATION_ROWS` rows choosing among
+        column, one segment, segments of fewer than ``nica.fitting.auxiliary.MIN_SEGMENT_ROWS``
+        rows, a validation split of fewer than :data:`MIN_VALIDATION_ROWS` rows choosing among
         restarts or depths). Fewer than ``2D + 1`` segments warns
-        (``nica.auxiliary.IdentifiabilityWarning``).
+        (``nica.fitting.auxiliary.IdentifiabilityWarning``).
     """
     with display(progress) as (callback, note):
         return _fit_seeds(xs, us, seeds, config, callback, note, shard, where, where_u, overrides)
@@ -795,11 +795,11 @@ def fit(
       x: observations, shape ``(N, D)``, ``D >= 2``, finite.
       u: the auxiliary variable of the conditional model (Eq. 4): segment labels (``(N,)``
         integers or strings, an integer ``(N, 1)`` column, or one-hot rows ``(N, M)``) or float
-        covariates ``(N, d)`` (:func:`nica.auxiliary.read_aux`); ``None``: the unconditional
+        covariates ``(N, d)`` (:func:`nica.fitting.auxiliary.read_aux`); ``None``: the unconditional
         model (Eq. 3).
       config: the settings (default :class:`FitConfig`, the same defaults as ``nica fit``).
       progress: ``"auto"`` (bars when a person watches), ``None``, or a callable receiving
-        each :class:`nica.training.ProgressEvent` (see :func:`fit_seeds`).
+        each :class:`nica.fitting.training.ProgressEvent` (see :func:`fit_seeds`).
       where, where_u: the names of ``x`` and ``u`` in error messages.
       **overrides: :class:`FitConfig` fields, e.g. ``epochs=100, seed=3``.
 

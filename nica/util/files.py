@@ -1,4 +1,4 @@
-"""Atomic, byte-deterministic result files (``.npz``, JSON, text) and claim files.
+"""Atomic, byte-deterministic result files (``.npz``, JSON, text, figures).
 
 Every writer writes to a unique temporary file in the destination folder
 (``.NAME.XXXXXXXX.tmp``) and moves it into place with :func:`os.replace`, so a reader never
@@ -6,9 +6,6 @@ sees a half-written file, two processes writing the same path never collide on a
 name, and a failed write leaves nothing behind. ``np.savez`` stamps the current time into the
 archive; :func:`save_npz` fixes the timestamps, so identical arrays give identical bytes.
 
-:func:`claim` / :func:`release` let several processes (or hosts sharing a folder) split work:
-a claim file is created with ``O_CREAT | O_EXCL``, so exactly one process gets it; a claim
-older than ``stale_after`` seconds (its holder died) can be taken over by exactly one process.
 
 This module imports only the standard library and NumPy.
 """
@@ -21,10 +18,7 @@ import functools
 import io
 import json
 import os
-import socket
 import tempfile
-import time
-import uuid
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -33,10 +27,8 @@ from typing import IO, Any
 import numpy as np
 
 __all__ = [
-    "claim",
     "load_npz",
     "read_json",
-    "release",
     "save_figure",
     "save_npz",
     "write_json",
@@ -47,7 +39,7 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 @functools.cache
-def _file_mode() -> int:
+def file_mode() -> int:
     """The mode ``open()`` would give a new file (``mkstemp`` alone gives 0o600)."""
     umask = os.umask(0o022)
     os.umask(umask)
@@ -69,7 +61,7 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -
         raise OSError(err.errno, f"cannot write ({err.strerror})", str(path)) from None
     try:
         with os.fdopen(fd, "wb") as file:
-            os.fchmod(file.fileno(), _file_mode())
+            os.fchmod(file.fileno(), file_mode())
             write(file)
         os.replace(tmp, path)
     except BaseException as err:
@@ -156,102 +148,3 @@ def read_json(path: str | os.PathLike) -> Any:
             else "not UTF-8 text"
         )
         raise ValueError(f"{path}: invalid JSON ({reason})") from None
-
-
-def _claim_record() -> bytes:
-    record = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
-    return json.dumps(record).encode("utf-8")
-
-
-def _create_exclusive(path: Path) -> bool:
-    """Creates ``path`` holding this process's claim record; False if it already exists."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _file_mode())
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "wb") as file:
-        file.write(_claim_record())
-    return True
-
-
-def _claim_owner(path: Path) -> tuple[int, str] | None:
-    """``(pid, host)`` of the claim file ``path``; ``None`` if it is gone or unreadable."""
-    try:
-        record = json.loads(path.read_bytes())
-        return int(record["pid"]), record["host"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _owner_gone(path: Path) -> bool:
-    """True when the claim's owner ran on this host and its process no longer exists (a run
-    killed before it could release its claims)."""
-    owner = _claim_owner(path)
-    if owner is None:
-        return False
-    pid, host = owner
-    if host != socket.gethostname() or pid <= 0 or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, owned by another user
-        return False
-    return False
-
-
-def claim(path: str | os.PathLike, *, stale_after: float) -> bool:
-    """Takes the claim file ``path`` for this process; True if taken, False if held elsewhere.
-
-    The file is created atomically (``O_CREAT | O_EXCL``) and holds ``{"pid", "host",
-    "time"}``. A claim whose file was last modified more than ``stale_after`` seconds ago, or
-    whose owner was a process of this host that has exited (killed before releasing it), is
-    taken over: it is renamed away (only one process can rename a given file) and checked to be
-    the stale one (same inode and modification time) before a new claim is created, again with
-    ``O_EXCL``; so at most one process wins, also when several find the same stale claim.
-
-    Args:
-      path: the claim file (its folder must exist).
-      stale_after: age in seconds after which a claim is presumed abandoned.
-    """
-    if stale_after <= 0:
-        raise ValueError(f"stale_after must be > 0 seconds, got {stale_after}")
-    path = Path(path)
-    for _ in range(3):
-        if _create_exclusive(path):
-            return True
-        try:
-            seen = os.stat(path)
-        except FileNotFoundError:  # released meanwhile: try to create it again
-            continue
-        if time.time() - seen.st_mtime < stale_after and not _owner_gone(path):
-            return False
-        grave = path.with_name(f".{path.name}.{uuid.uuid4().hex}.stale")
-        try:
-            os.rename(path, grave)
-        except FileNotFoundError:  # someone else broke it first
-            continue
-        taken = os.stat(grave)
-        if (taken.st_ino, taken.st_mtime_ns) != (seen.st_ino, seen.st_mtime_ns):
-            # We moved a fresh claim made meanwhile by the process that broke the stale one:
-            # put it back (link does not overwrite a claim created in between) and give way.
-            with contextlib.suppress(FileExistsError):
-                os.link(grave, path)
-            os.unlink(grave)
-            return False
-        os.unlink(grave)
-    return False
-
-
-def release(path: str | os.PathLike) -> bool:
-    """Removes the claim file ``path`` if this process holds it; returns whether it did.
-
-    A claim taken over by another process (because ours went stale) is left alone.
-    """
-    path = Path(path)
-    if _claim_owner(path) != (os.getpid(), socket.gethostname()):
-        return False
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    return True

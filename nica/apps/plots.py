@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from nica.storage import save_figure  # noqa: E402
+from nica.util.files import save_figure  # noqa: E402
 
 __all__ = [
     "plot_matched_scatter",
@@ -32,7 +32,7 @@ _DPI = 110
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
-    """Saves ``fig`` to ``path`` atomically (``nica.storage.save_figure``) and closes it."""
+    """Saves ``fig`` to ``path`` atomically (``nica.util.files.save_figure``) and closes it."""
     try:
         return save_figure(fig, path, dpi=_DPI)
     finally:

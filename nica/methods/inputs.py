@@ -1,5 +1,5 @@
 """Checked inputs of the baselines: the same ``(x, u)`` arrays as ``nica.fit``, validated and
-standardised by ``nica.data`` (one path for every model), one record per seed."""
+standardised by ``nica.fitting.data`` (one path for every model), one record per seed."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from nica.auxiliary import encode_aux, read_aux
-from nica.data import Standardisation, check_observations, standardise
+from nica.fitting.auxiliary import encode_aux, read_aux
+from nica.fitting.data import Standardisation, check_observations, standardise
 
 __all__ = ["Prepared", "aux_input", "new_aux_input", "prepare_seeds"]
 
@@ -21,7 +21,7 @@ class Prepared(NamedTuple):
       z: standardised observations, ``(N, D)`` float64.
       standardisation: the column map ``z = (x - mean) / scale``.
       u: segment label codes ``0..M-1`` ``(N,)`` or covariates ``(N, d)``
-        (:func:`nica.auxiliary.read_aux`).
+        (:func:`nica.fitting.auxiliary.read_aux`).
       aux: ``{"kind": "segments", "n_segments": M, "labels": [...]}`` or
         ``{"kind": "continuous", "aux_dim": d}``.
     """

@@ -10,7 +10,7 @@ Static activations are frozen dataclasses: hashable, so they can live as static 
 NNX modules and as static arguments of jitted functions. The learnable family
 :class:`MonotoneMixture` is an ``nnx.Module`` with one set of parameters per unit (ordinary
 ``nnx.Param``s, so they get ordinary gradients under every gradient mode); a
-:class:`nica.network.DemixingNetwork` holds one per hidden layer.
+:class:`nica.core.network.DemixingNetwork` holds one per hidden layer.
 
 Why this learnable family (and not monotone rational-quadratic splines): its derivative is a
 positive combination of a smooth partition of unity on the intervals of a fixed knot grid,
@@ -492,7 +492,7 @@ ACTIVATIONS: dict[str, type] = {
 def is_learnable(activation: str | Activation) -> bool:
     """Whether an activation (registry name or instance) has parameters (an ``nnx.Module``).
 
-    A :class:`nica.network.DemixingNetwork` builds one learnable activation per hidden layer.
+    A :class:`nica.core.network.DemixingNetwork` builds one learnable activation per hidden layer.
 
     Raises:
       ValueError: unknown name.

@@ -30,9 +30,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from nica.data import check_observations
-from nica.gradients import DEFAULT_GRADIENT, GradientMode, check_gradient, resolve_gradient
-from nica.model import ICAModel
+from nica.core.gradients import DEFAULT_GRADIENT, GradientMode, check_gradient, resolve_gradient
+from nica.core.model import ICAModel
+from nica.fitting.data import check_observations
 
 __all__ = [
     "FitResult",
@@ -206,7 +206,7 @@ def make_scan_fn(
     ``data_nll`` is the mean minibatch NLL without the weights' log-determinants; ``finite``
     says whether every loss and parameter stayed finite. ``gradient`` ``"auto"`` is resolved
     from ``D`` and the batch size when the function is traced
-    (:func:`nica.gradients.resolve_gradient`). The optimizer is wrapped by the mode
+    (:func:`nica.core.gradients.resolve_gradient`). The optimizer is wrapped by the mode
     (``mode.wrap_optimizer``); its state is the unwrapped optimizer's, so
     ``optimizer.init(params)`` gives ``opt_state``.
     """
@@ -527,7 +527,7 @@ def train_runs(
       keys: shuffle keys, shape ``(S, K)``: each seeds its run's :class:`HostShuffle`.
       optimizer: any Optax transformation (wrapped for the mode inside).
       gradient: the gradient mode (name or object), or ``"auto"`` (resolved from ``D`` and
-        the batch size, :func:`nica.gradients.resolve_gradient`).
+        the batch size, :func:`nica.core.gradients.resolve_gradient`).
       settings: loop settings shared by all runs.
       progress: called with a :class:`ProgressEvent` after every epoch.
       phase: the phase name given to ``progress``.
@@ -681,7 +681,7 @@ def train_seeds(
       xs: ``S`` observation arrays of one shape ``(N, D)``.
       us: ``None``, or ``S`` auxiliary arrays of one shape.
       gradient: the gradient mode (name or object); default ``"auto"``
-        (:func:`nica.gradients.resolve_gradient`).
+        (:func:`nica.core.gradients.resolve_gradient`).
       optimizer: any Optax transformation; default ``optax.adam(1e-3)``.
       progress: called with a :class:`ProgressEvent` after every epoch.
       shard: shard the seed axis over local devices (``None``: when there are several).
@@ -741,7 +741,7 @@ def train(
       x: observations, shape ``(N, D)``.
       u: auxiliary variable, ``(N,)`` integer labels or ``(N, d)`` floats, for a conditional
         prior; ``None`` for the unconditional model.
-      prior: with a bare demixer, a prior name from ``nica.priors.PRIORS`` or a prior module
+      prior: with a bare demixer, a prior name from ``nica.core.priors.PRIORS`` or a prior module
         (default Laplace).
       **kwargs: ``gradient``, ``optimizer``, ``progress`` and the :class:`TrainSettings`
         fields, as in :func:`train_seeds`.
@@ -754,7 +754,7 @@ def train(
       TrainingDivergedError: non-finite loss or parameters; the best parameters are kept.
     """
     if not isinstance(model, ICAModel):
-        from nica.priors import make_prior
+        from nica.core.priors import make_prior
 
         model = ICAModel(model, make_prior("laplace" if prior is None else prior))
     elif prior is not None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from nica.gradients import GradientMode
-from nica.network import DemixingNetwork
+from nica.core.gradients import GradientMode
+from nica.core.network import DemixingNetwork
 
 __all__ = ["ICAModel"]
 
@@ -48,7 +48,7 @@ class ICAModel(nnx.Module):
         Args:
           x: observations, shape ``(batch, dim)``.
           u: auxiliary variable for a conditional prior, ``(batch,)`` or ``(batch, d)``.
-          gradient: a mode of :data:`nica.gradients.GRADIENTS` (name or object).
+          gradient: a mode of :data:`nica.core.gradients.GRADIENTS` (name or object).
 
         Returns:
           ``(loss, data_nll)``: ``loss`` is what to differentiate (under the relative modes its

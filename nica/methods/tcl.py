@@ -28,11 +28,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-from nica.baselines.inputs import prepare_seeds
-from nica.baselines.loop import run_loop
-from nica.baselines.networks import MaxoutFeatures
-from nica.data import Standardisation, check_observations
-from nica.training import ProgressEvent
+from nica.fitting.data import Standardisation, check_observations
+from nica.fitting.training import ProgressEvent
+from nica.methods.inputs import prepare_seeds
+from nica.methods.loop import run_loop
+from nica.methods.networks import MaxoutFeatures
 
 __all__ = ["TCL", "FittedTCL", "TCLConfig", "fit_tcl", "fit_tcl_seeds", "tcl_loss"]
 
@@ -232,7 +232,7 @@ def fit_tcl_seeds(
       us: ``S`` integer segment-label arrays ``(N,)`` with the same number of segments.
       seeds: ``S`` integer seeds (``config.seed`` is replaced by each).
       config: the settings (default :class:`TCLConfig`); ``overrides`` replace its fields.
-      progress: called with a ``nica.training.ProgressEvent`` after every epoch (phases
+      progress: called with a ``nica.fitting.training.ProgressEvent`` after every epoch (phases
         ``"mlr"`` and ``"fit"``).
 
     Returns:

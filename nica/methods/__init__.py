@@ -1,10 +1,10 @@
 """Classic nonlinear-ICA baselines in the same harness as nica: iVAE and TCL.
 
-Both take the same ``(x, u)`` arrays as ``nica.fit`` (validated by ``nica.data``), train many
-seeds at once in one ``vmap``-ped program, and return a fitted object with ``transform``:
+Both take the same ``(x, u)`` arrays as ``nica.fit`` (validated by ``nica.fitting.data``), train
+many seeds at once in one ``vmap``-ped program, and return a fitted object with ``transform``:
 
 ```python
-from nica.baselines import fit_ivae, fit_tcl
+from nica.methods import fit_ivae, fit_tcl
 
 ivae = fit_ivae(x, u)  # u: (N,) segment labels or (N, d) covariates
 s_hat = ivae.transform(x, u)  # (N, D): posterior means
@@ -25,8 +25,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from nica.baselines.ivae import IVAE, FittedIVAE, IVAEConfig, fit_ivae, fit_ivae_seeds, ivae_loss
-from nica.baselines.tcl import TCL, FittedTCL, TCLConfig, fit_tcl, fit_tcl_seeds, tcl_loss
+from nica.methods.ivae import IVAE, FittedIVAE, IVAEConfig, fit_ivae, fit_ivae_seeds, ivae_loss
+from nica.methods.tcl import TCL, FittedTCL, TCLConfig, fit_tcl, fit_tcl_seeds, tcl_loss
 
 __all__ = [
     "BASELINES",

@@ -6,14 +6,14 @@
                  [--force] [--quiet]
 
 Without ``--depth`` the demixer's depth is chosen on the validation rows among
-``nica.density.DENSITY_CANDIDATES``. Prints every test log-likelihood with its model, what it
+``nica.apps.density.DENSITY_CANDIDATES``. Prints every test log-likelihood with its model, what it
 is (``log p(x | u)`` or ``log p(x)``), its unit and direction, and one line per comparison
 with the Gaussian baseline saying whether nica beats it or loses to it. Writes
 ``config.json``, ``metrics.json`` (the same numbers, labelled, with ``units``,
 ``comparisons``, ``nica_loses_to_gaussian`` and ``selection``), ``report.md``,
 ``samples.png`` (data next to samples drawn through the exact inverse; an image grid with
 ``--image-shape``), ``training_curve.png`` (every candidate's) and ``checkpoint/``. The
-parsing lives here; :mod:`nica.cli` only hooks it in.
+parsing lives here; :mod:`nica.apps.cli` only hooks it in.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from nica.data import load_observations
-from nica.density import (
+from nica.apps.density import (
     DENSITY_CANDIDATES,
     DENSITY_OVERRIDES,
     LOG_LIKELIHOOD_UNITS,
@@ -36,10 +35,11 @@ from nica.density import (
     resolve_copies,
     summarise_fit,
 )
-from nica.estimator import FitConfig
-from nica.progress import fit_progress, progress_enabled
-from nica.provenance import describe, environment
-from nica.storage import write_json, write_text
+from nica.fitting.data import load_observations
+from nica.fitting.estimator import FitConfig
+from nica.util.files import write_json, write_text
+from nica.util.progress import fit_progress, progress_enabled
+from nica.util.provenance import describe, environment
 
 __all__ = ["DENSITY_OUTPUTS", "add_density_parser"]
 
@@ -224,7 +224,7 @@ def _summaries(metrics: dict) -> list[dict]:
 
 
 def _write_outputs(out: Path, args, result, x: np.ndarray, copies: int, wall: float) -> None:
-    from nica.plots import plot_training_curves
+    from nica.apps.plots import plot_training_curves
 
     dim = x.shape[1]
     fitted = result.model.fitted
@@ -363,7 +363,7 @@ def _plot_samples(data_rows, samples, image_shape, path: Path, title: str) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nica.storage import save_figure
+    from nica.util.files import save_figure
 
     if image_shape:
         fig, axes = plt.subplots(2, len(samples), figsize=(0.9 * len(samples) + 1, 2.2))

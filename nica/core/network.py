@@ -9,8 +9,8 @@ shape ``(dim, dim)``. The network is ``z_0 = x``, ``y_k = z_{k-1} W_k + b_k``,
 One contract for every bijection here: ``forward_and_log_det(x) -> (y, logdet)`` with shapes
 ``(batch, dim) -> (batch, dim), (batch,)``, plus ``inverse(y)``.
 
-A static activation (``nica.activations``, e.g. ``smooth_leaky_relu``) is shared by every hidden
-layer; a learnable one (``monotone_mixture``) is built once per hidden layer, with its own
+A static activation (``nica.core.activations``, e.g. ``smooth_leaky_relu``) is shared by every
+hidden layer; a learnable one (``monotone_mixture``) is built once per hidden layer, with its own
 per-unit parameters (ordinary ``nnx.Param``s: ordinary gradients in every gradient mode, cost
 O(B D K) per layer, so the step stays O(L B D^2)).
 """
@@ -21,9 +21,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from nica.activations import Activation, is_learnable, make_activation, value_and_log_derivative
-from nica.gradients import GRADIENTS, GradientMode, get_gradient
-from nica.relative import SquareKernel
+from nica.core.activations import (
+    Activation,
+    is_learnable,
+    make_activation,
+    value_and_log_derivative,
+)
+from nica.core.gradients import GRADIENTS, GradientMode, get_gradient
+from nica.core.relative import SquareKernel
 
 __all__ = ["DemixingNetwork", "InvertibleDense"]
 
@@ -33,7 +38,7 @@ _ORDINARY = GRADIENTS["ordinary"]
 class InvertibleDense(nnx.Module):
     """Square dense layer ``y = x @ kernel + bias`` with orthogonal initialisation.
 
-    The kernel is a :class:`nica.relative.SquareKernel` (an ``nnx.Param``), which is how the
+    The kernel is a :class:`nica.core.relative.SquareKernel` (an ``nnx.Param``), which is how the
     relative-coordinates optimizer finds it.
 
     Args:
@@ -49,7 +54,7 @@ class InvertibleDense(nnx.Module):
 
     def __call__(self, x: jax.Array, *, mode: GradientMode = _ORDINARY) -> jax.Array:
         """Applies the layer, shape ``(batch, dim) -> (batch, dim)``; ``mode`` decides which
-        gradient the parameters receive (see :mod:`nica.gradients`)."""
+        gradient the parameters receive (see :mod:`nica.core.gradients`)."""
         return mode.dense(x, self.kernel[...], self.bias[...])
 
     def log_abs_det(self, *, mode: GradientMode = _ORDINARY) -> jax.Array:
@@ -72,7 +77,7 @@ class DemixingNetwork(nnx.Module):
     Args:
       dim: data dimension ``D``.
       depth: number of square layers ``L >= 1`` (1 = linear ICA).
-      activation: an activation name from ``nica.activations.ACTIVATIONS`` or an instance (an
+      activation: an activation name from ``nica.core.activations.ACTIVATIONS`` or an instance (an
         instance, even a learnable one, is shared by every hidden layer).
       activation_kwargs: parameters for a named activation, e.g. ``{"slope": 5.0}``, or
         ``{"knots": 9}`` for ``monotone_mixture`` (its ``dim`` and ``param_dtype`` are the
@@ -127,8 +132,8 @@ class DemixingNetwork(nnx.Module):
 
         Args:
           x: observations, shape ``(batch, dim)``.
-          gradient: a mode of :data:`nica.gradients.GRADIENTS` (name or object); it decides
-            how the layers and ``log|det W_k|`` take part (see :mod:`nica.gradients`).
+          gradient: a mode of :data:`nica.core.gradients.GRADIENTS` (name or object); it decides
+            how the layers and ``log|det W_k|`` take part (see :mod:`nica.core.gradients`).
 
         Returns:
           ``(s, logdet_activations, logdet_weights)`` with shapes ``(batch, dim)``, ``(batch,)``

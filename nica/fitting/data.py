@@ -26,8 +26,8 @@ import os
 
 import numpy as np
 
-from nica.storage import load_npz
-from nica.warn import warn
+from nica.util.files import load_npz
+from nica.util.warn import warn
 
 __all__ = [
     "MAX_CONDITION",
@@ -121,7 +121,7 @@ def check_observations(x, u=None, s=None, *, where: str = "data") -> Observation
     Args:
       x: observations, shape ``(N, D)``, ``N >= 2``, ``D >= 1``; returned as float64.
       u: auxiliary variable, shape ``(N,)`` or ``(N, d)`` (numbers, or string labels; how it
-        is read is :func:`nica.auxiliary.read_aux`'s rule), or ``None``; returned as given.
+        is read is :func:`nica.fitting.auxiliary.read_aux`'s rule), or ``None``; returned as given.
       s: true sources, shape ``(N, D)``, or ``None``; returned as float64.
       where: the data's name in error messages (e.g. the file path).
     """
@@ -141,7 +141,7 @@ def check_observations(x, u=None, s=None, *, where: str = "data") -> Observation
                 f"{where}: 'u' has {u.shape[0]} rows but 'x' has {n};"
                 f" 'u' must have shape ({n},) or ({n}, d)"
             )
-        if u.dtype.kind not in "US":  # string labels are read by nica.auxiliary
+        if u.dtype.kind not in "US":  # string labels are read by nica.fitting.auxiliary
             u = _real("u", u, where)
     if s is not None:
         s = _real("s", np.asarray(s), where).astype(np.float64)

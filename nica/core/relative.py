@@ -271,8 +271,8 @@ def square_kernel_mask(params):
     mask = jax.tree.map(lambda v: isinstance(v, SquareKernel), params, is_leaf=_is_variable)
     if not any(jax.tree.leaves(mask)):
         raise ValueError(
-            "found no square kernels (nica.relative.SquareKernel) in params; pass the "
-            "nnx.Param state of a model built from nica.network layers"
+            "found no square kernels (nica.core.relative.SquareKernel) in params; pass the "
+            "nnx.Param state of a model built from nica.core.network layers"
         )
     return mask
 

@@ -2,7 +2,7 @@
 
 A prior is an ``nnx.Module`` with ``log_prob(s, u=None) -> (batch, dim)``: one log-density per
 sample and component, so conditional priors ``log p_i(s_i | u)`` (Eq. 4, see
-:mod:`nica.conditional`) fill the same slot. The unconditional ones ignore ``u`` and have no
+:mod:`nica.core.conditional`) fill the same slot. The unconditional ones ignore ``u`` and have no
 parameters.
 """
 

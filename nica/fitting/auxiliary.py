@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from nica.warn import warn
+from nica.util.warn import warn
 
 __all__ = [
     "MIN_SEGMENT_ROWS",

@@ -8,7 +8,7 @@
     nica density --data FILE.npz --out DIR [--logit LOW HIGH] [--dequantise] ...
     nica --version
 
-Every default is ``nica.FitConfig``'s. Progress bars (``nica.progress``) go to stderr on a
+Every default is ``nica.FitConfig``'s. Progress bars (``nica.util.progress``) go to stderr on a
 terminal; ``nica run`` prints its report on stdout. Bad input ends with exit status 2 and one
 line on stderr, ``nica: error: ...``; a diverged fit with status 3; Ctrl-C with status 130 and
 one line saying what was kept.
@@ -29,18 +29,18 @@ from pathlib import Path
 import numpy as np
 
 import nica
-from nica.activations import ACTIVATIONS
-from nica.auxiliary import IdentifiabilityWarning, read_aux
-from nica.baselines import BASELINES
-from nica.conditional import CONDITIONAL_FAMILIES
-from nica.data import OutlierWarning, load_observations, standardise
-from nica.estimator import AUTO_DEPTH, AUTO_DEPTH_RULE, check_inputs
-from nica.experiment import EXPERIMENTS, default_out
-from nica.metrics import mean_correlation_coefficient
-from nica.priors import PRIORS
-from nica.progress import fit_progress, progress_enabled, run_progress
-from nica.provenance import environment
-from nica.storage import save_npz, write_json
+from nica.apps.experiment import EXPERIMENTS, default_out
+from nica.core.activations import ACTIVATIONS
+from nica.core.conditional import CONDITIONAL_FAMILIES
+from nica.core.metrics import mean_correlation_coefficient
+from nica.core.priors import PRIORS
+from nica.fitting.auxiliary import IdentifiabilityWarning, read_aux
+from nica.fitting.data import OutlierWarning, load_observations, standardise
+from nica.fitting.estimator import AUTO_DEPTH, AUTO_DEPTH_RULE, check_inputs
+from nica.methods import BASELINES
+from nica.util.files import save_npz, write_json
+from nica.util.progress import fit_progress, progress_enabled, run_progress
+from nica.util.provenance import environment
 
 __all__ = ["FIT_OUTPUTS", "main"]
 
@@ -111,7 +111,7 @@ def source_metrics(s: np.ndarray, s_hat: np.ndarray) -> dict:
 
 def write_fit_outputs(out: Path, fitted, data, s_hat, extra: dict) -> dict:
     """Writes metrics.json, recovered.npz, the checkpoint and figures; returns the metrics."""
-    from nica.plots import plot_matched_scatter, plot_training_curves
+    from nica.apps.plots import plot_matched_scatter, plot_training_curves
 
     history = fitted.result.history
     metrics = {
@@ -309,8 +309,8 @@ _NICA_ONLY = ("epochs", "depth", "prior", "gradient", "restarts", "batch_size", 
 def _fit_baseline(args) -> int:
     """``nica fit --method ivae|tcl``: the baseline with its own defaults and ``--seed``;
     writes config.json, metrics.json, recovered.npz and, with true sources, scatter.png."""
-    from nica.baselines import get_baseline
-    from nica.plots import plot_matched_scatter
+    from nica.apps.plots import plot_matched_scatter
+    from nica.methods import get_baseline
 
     baseline = get_baseline(args.method)
     defaults = nica.FitConfig()
@@ -318,7 +318,7 @@ def _fit_baseline(args) -> int:
         if getattr(args, name) != getattr(defaults, name):
             raise ValueError(
                 f"--{name.replace('_', '-')} sets the nica model; --method {args.method} runs "
-                f"with the defaults of nica.baselines.{baseline.config.__name__} and --seed"
+                f"with the defaults of nica.methods.{baseline.config.__name__} and --seed"
             )
     if args.unconditional:
         raise ValueError(f"--unconditional sets the nica model; {args.method} needs u")
@@ -406,7 +406,7 @@ def _transform(args) -> int:
 
 
 def _run(args) -> int:
-    from nica.experiment import run_experiment
+    from nica.apps.experiment import run_experiment
 
     if args.config not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {args.config!r}; known: {', '.join(EXPERIMENTS)}")
@@ -540,7 +540,7 @@ def _add_fit_parser(commands) -> None:
         "--method",
         choices=("nica", *BASELINES),
         default="nica",
-        help="nica (this package's model), or a baseline of nica.baselines that needs u: ivae "
+        help="nica (this package's model), or a baseline of nica.methods that needs u: ivae "
         "(posterior means) or tcl (FastICA of its features, which follow |s|); a baseline runs "
         "with its own defaults and --seed, and writes no checkpoint",
     )
@@ -618,7 +618,7 @@ def _parser() -> argparse.ArgumentParser:
     transform_cmd.add_argument("--out", required=True, help="output .npz file (key s_hat)")
     transform_cmd.set_defaults(handler=_transform)
     _add_run_parser(commands)
-    from nica.density_cli import add_density_parser  # the density command's own module
+    from nica.apps.density_cli import add_density_parser  # the density command's own module
 
     add_density_parser(commands, _HelpFormatter)
     return parser

@@ -10,7 +10,7 @@ A mode is one frozen object. It says
 * how the optimizer is wrapped (:meth:`GradientMode.wrap_optimizer`, an Optax
   ``GradientTransformation``; ``relative_coords`` maps the updates of the square kernels back
   with ``W U``, ``relative_pooled`` pools Adam's second moment over each square kernel; both
-  select the kernels by the mask :func:`nica.relative.square_kernel_mask`),
+  select the kernels by the mask :func:`nica.core.relative.square_kernel_mask`),
 * whether the whole training step, optimizer update included, stays O(L B D^2) when D > B
   (``bd2_step``: no D x D x D product and no decomposition; checked on the step's jaxpr by
   the tests).
@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nica.pooling import pool_second_moment
-from nica.relative import (
+from nica.core.pooling import pool_second_moment
+from nica.core.relative import (
     coordinate_dense,
     coordinate_log_abs_det,
     in_relative_coordinates,
@@ -48,7 +48,7 @@ from nica.relative import (
 )
 
 if TYPE_CHECKING:
-    from nica.network import DemixingNetwork
+    from nica.core.network import DemixingNetwork
 
 __all__ = [
     "DEFAULT_GRADIENT",
@@ -149,13 +149,13 @@ class RelativePooled(GradientMode):
     Kernels get ``W W^T G_W = (W Y0^T) Delta - W`` (the ``relative_coords`` gradient already
     mapped back, O(B D^2)), biases and prior parameters their ordinary gradients. The optimizer
     runs on these as given, except that its elementwise second moment is pooled over each
-    square kernel (:func:`nica.pooling.pool_second_moment`): Adam's momentum stays in ``W`` on
+    square kernel (:func:`nica.core.pooling.pool_second_moment`): Adam's momentum stays in ``W`` on
     the relative direction, its scaling is one scalar per matrix (``pool="matrix"``) or per
     output unit (``"columns"``). With plain SGD it is exactly the ``relative_coords`` step.
     The whole step is O(L B D^2).
 
     Attributes:
-      pool: ``"matrix"`` or ``"columns"`` (see :data:`nica.pooling.POOLS`).
+      pool: ``"matrix"`` or ``"columns"`` (see :data:`nica.core.pooling.POOLS`).
     """
 
     name: str = "relative_pooled"
@@ -211,7 +211,7 @@ def get_gradient(mode: str | GradientMode) -> GradientMode:
     if mode == AUTO_GRADIENT:
         raise ValueError(
             "gradient mode 'auto' depends on the data dimension and batch size: resolve it "
-            "with nica.gradients.resolve_gradient(mode, dim, batch_size)"
+            "with nica.core.gradients.resolve_gradient(mode, dim, batch_size)"
         )
     if mode not in GRADIENTS:
         known = ", ".join((AUTO_GRADIENT, *GRADIENTS))

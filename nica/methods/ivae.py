@@ -36,11 +36,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-from nica.baselines.inputs import aux_input, new_aux_input, prepare_seeds
-from nica.baselines.loop import run_loop
-from nica.baselines.networks import MLP, get_hidden_activation
-from nica.data import Standardisation, check_observations
-from nica.training import ProgressEvent
+from nica.fitting.data import Standardisation, check_observations
+from nica.fitting.training import ProgressEvent
+from nica.methods.inputs import aux_input, new_aux_input, prepare_seeds
+from nica.methods.loop import run_loop
+from nica.methods.networks import MLP, get_hidden_activation
 
 __all__ = ["IVAE", "FittedIVAE", "IVAEConfig", "fit_ivae", "fit_ivae_seeds", "ivae_loss"]
 
@@ -58,7 +58,7 @@ class IVAEConfig:
       learning_rate: Adam's initial learning rate.
       hidden: width of every hidden layer.
       depth: layers per MLP (``depth - 1`` hidden layers).
-      activation: hidden unit, a name of ``nica.baselines.networks.HIDDEN_ACTIVATIONS``.
+      activation: hidden unit, a name of ``nica.methods.networks.HIDDEN_ACTIVATIONS``.
       decoder_var: the decoder's fixed variance.
       elbo_weights: ``(a, b, c, d)`` of the decomposed ELBO (module docstring): iVAE's code's
         ``(100, 1, 0, 10)``; ``(1, 1, 1, 1)`` is the plain ELBO.
@@ -196,7 +196,7 @@ class FittedIVAE:
       model: the networks.
       config: its :class:`IVAEConfig` (``seed`` set).
       standardisation: the column map applied to ``x`` first.
-      aux: description of ``u`` (see ``nica.baselines.inputs.Prepared``).
+      aux: description of ``u`` (see ``nica.methods.inputs.Prepared``).
       losses: mean minibatch loss per epoch, shape ``(epochs_run,)``.
       diverged: ``None``, or why the fit is unusable (non-finite loss or parameters).
     """
@@ -269,7 +269,7 @@ def fit_ivae_seeds(
       us: ``S`` auxiliary arrays of one shape: labels ``(N,)`` or covariates ``(N, d)``.
       seeds: ``S`` integer seeds (``config.seed`` is replaced by each).
       config: the settings (default :class:`IVAEConfig`); ``overrides`` replace its fields.
-      progress: called with a ``nica.training.ProgressEvent`` after every epoch.
+      progress: called with a ``nica.fitting.training.ProgressEvent`` after every epoch.
 
     Returns:
       ``S`` :class:`FittedIVAE`; seed ``i`` matches ``fit_ivae(xs[i], us[i], seed=seeds[i])``.
