@@ -23,7 +23,7 @@ demo: $(BIN)/python
 results: $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[baselines]"
 	for name in $(REPORTS); do $(BIN)/nica run $$name --out results/$$name || exit 1; done
-	$(BIN)/python experiments/baselines.py --out results/baselines
+	$(BIN)/python -m experiments.baselines --out results/baselines
 
 test: $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[test]"

@@ -7,14 +7,15 @@ Runs (or resumes) two ``nica run`` configs into ``OUT/<config>``:
 * ``icebeem-2000``: ICE-BeeM's published setting (5 sources, 20 x 2000, leaky ReLU, L = 2 and
   4), 5 data seeds; FastICA, iVAE and TCL (TCL's depth = L).
 
-and writes ``OUT/validation.md`` / ``.json``: iVAE's MCC per data seed against the range of the
-original code on that recipe (run by us on this machine class, see :data:`ORIGINAL_IVAE`), TCL's
-and iVAE's medians against ICE-BeeM's published figure (:data:`PUBLISHED`), and every model's
-wall time per fit against nica's conditional model on the same data.
+and writes ``OUT/report.md`` and ``OUT/results.json``: iVAE's MCC per data seed against the
+range of the original code on that recipe (run by us on this machine class, see
+:data:`ORIGINAL_IVAE`), TCL's and iVAE's medians against ICE-BeeM's published figure
+(:data:`PUBLISHED`), and every model's wall time per fit against nica's conditional model on
+the same data.
 
 Command::
 
-    .venv/bin/python experiments/baselines.py --out results/baselines
+    .venv/bin/python -m experiments.baselines --out results/baselines
 
 ``--smoke`` runs tiny versions of both configs with FastICA only (the report code end to end).
 """
@@ -22,13 +23,10 @@ Command::
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
 
 from experiments.harness import experiment_parser, markdown_document, markdown_table, write_report
 from nica.apps.experiment import EXPERIMENTS, run_experiment
@@ -124,7 +122,7 @@ def timing_section(runs: dict[str, list[dict]]) -> tuple[str, dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    """Runs (resumes) both configs, then writes ``OUT/validation.{md,json}``."""
+    """Runs (resumes) both configs, then writes ``OUT/report.md`` and ``OUT/results.json``."""
     parser = experiment_parser(__doc__, out=Path("results/baselines"))
     args = parser.parse_args(argv)
     configs = {name: EXPERIMENTS[name] for name in CONFIGS}
@@ -139,11 +137,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 timing_section(runs)]  # fmt: skip
     text = markdown_document(
         "Baselines validated against the original code and the published figures",
-        "Command: `.venv/bin/python experiments/baselines.py --out results/baselines`.",
+        "Command: `.venv/bin/python -m experiments.baselines --out results/baselines`.",
         *(s[0] for s in sections),
     )
     record = dict(zip(("ivae", "published", "wall_s"), (s[1] for s in sections), strict=True))
-    write_report(args.out, "validation", record, text)
+    write_report(args.out, record, text)
     return record
 
 

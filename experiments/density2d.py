@@ -14,15 +14,14 @@ points (10% of them for validation, which picks the best epoch), 5000 test point
 
 Command::
 
-    .venv/bin/python experiments/density2d.py --out results/density2d
+    .venv/bin/python -m experiments.density2d --out results/density2d
 
-Writes ``density2d.json``, ``density2d.md`` and ``density2d.png``. ``--smoke`` fits two
+Writes ``results.json``, ``report.md`` and ``density2d.png``. ``--smoke`` fits two
 densities with a small network for a few epochs (for the tests).
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,8 +31,6 @@ import numpy as np
 import optax
 from flax import nnx
 from scipy.stats import multivariate_normal
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
 
 from experiments import harness
 from nica import DemixingNetwork, ICAModel, make_prior, train
@@ -126,7 +123,7 @@ def sample_model(key: jax.Array, model: ICAModel, n: int) -> np.ndarray:
     return np.asarray(nnx.jit(lambda m, s: m.demixer.inverse(s))(model, s))
 
 
-#: The settings recorded in ``density2d.json`` (argument destinations).
+#: The settings recorded in ``results.json`` (argument destinations).
 SETTINGS = ("depth", "activation", "epochs", "batch", "lr", "n_train", "n_test", "seed")
 
 
@@ -243,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     arrays = ("x_train", "axis", "density", "samples")
     rows = [{k: v for k, v in r.items() if k not in arrays} for r in results]
     record = {"settings": settings, "rows": rows}
-    harness.write_report(args.out, "density2d", record, to_markdown(rows, settings))
+    harness.write_report(args.out, record, to_markdown(rows, settings))
     plot(results, args.out / "density2d.png")
     return rows
 

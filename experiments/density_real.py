@@ -21,17 +21,15 @@ with class means and a pooled covariance, and its Bayes classifier's test accura
 
 Command::
 
-    .venv/bin/python experiments/density_real.py --out results/density_real
+    .venv/bin/python -m experiments.density_real --out results/density_real
 
-Writes ``density_real.json``, ``density_real.md``, ``samples.png`` and ``components.png``.
+Writes ``results.json``, ``report.md``, ``samples.png`` and ``components.png``.
 ``--smoke`` is a tiny run for the tests. Without flowjax (``pip install -e ".[compare]"``) the
 flows are skipped and the report says so.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,8 +37,6 @@ from pathlib import Path
 import jax
 import numpy as np
 from flax import nnx
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
 
 from experiments import flowjax_flows, harness
 from nica.apps.density import (
@@ -105,7 +101,7 @@ def fit_nica_model(key, data: DensityData, name: str, settings: dict) -> tuple[d
         fitted, selection = select_nica(key, data, config)
         depth = selection.candidates[selection.chosen].name
     else:
-        fitted = fit_nica(key, data, dataclasses.replace(config, depth=settings["depth"]))
+        fitted = fit_nica(key, data, config.replace(depth=settings["depth"]))
         depth = f"depth {settings['depth']}"
     model = DensityModel(fitted, DIGITS)
     u_test = data.u_test if fitted.aux else None
@@ -277,7 +273,7 @@ def to_markdown(rows: list[dict], settings: dict, skipped: list[str]) -> str:
         notes.append(f"Skipped: {', '.join(skipped)} ({flowjax_flows.INSTALL_HINT}).")
     return harness.markdown_document(
         "Density estimation on the 8x8 digits (test log-likelihood, higher is better)",
-        "Command: `.venv/bin/python experiments/density_real.py --out results/density_real`.",
+        "Command: `.venv/bin/python -m experiments.density_real --out results/density_real`.",
         ", ".join(f"{k} {v}" for k, v in settings.items())
         + " (depth None: chosen per seed on the validation rows); mean over seeds ± 2 "
         "standard deviations; wall time of training one model (every depth candidate, "
@@ -374,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser = harness.experiment_parser(__doc__, out=Path("results/density_real"), smoke=smoke)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--epochs", type=harness.positive_int, default=base.epochs)
+    parser.add_argument("--epochs", type=harness.positive_int, default=base.loop.epochs)
     parser.add_argument(
         "--depth",
         type=harness.positive_int,
@@ -393,11 +389,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         "copies": args.copies,
         "flow_layers": args.flow_layers,
         "flow_lr": args.flow_lr,
-        "batch_size": base.batch_size,
-        "eval_every": base.eval_every,
-        "patience": base.patience,
-        "clip_norm": base.clip_norm,
-        "nica_lr": base.learning_rate,
+        "batch_size": base.loop.batch_size,
+        "eval_every": base.loop.eval_every,
+        "patience": base.loop.patience,
+        "clip_norm": base.optimizer.clip_norm,
+        "nica_lr": base.optimizer.learning_rate,
     }
     models = list(args.models)
     skipped = [m for m in models if m in flowjax_flows.FLOWS and not flowjax_flows.available()]
@@ -414,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     shown = {k: v for k, v in settings.items() if k != "flow_widths"}
     text = to_markdown(rows, shown, skipped)
     record = {"settings": settings, "skipped": skipped, "rows": rows, "records": records}
-    harness.write_report(args.out, "density_real", record, text)
+    harness.write_report(args.out, record, text)
     plot_samples(first, args.out / "samples.png")
     if "_conditional_model" in first:
         model, image = first["_conditional_model"], first["_test_v"][0]

@@ -18,22 +18,19 @@ cancer and diabetes (validation and test); seeds 6-9 were not looked at before t
 
 Command::
 
-    taskset -c 1 .venv/bin/python experiments/density_tabular.py --out results/density_tabular
+    taskset -c 1 .venv/bin/python -m experiments.density_tabular --out results/density_tabular
 
-Writes ``density_tabular.json`` (every seed) and ``density_tabular.md``; ``--smoke`` is a tiny
+Writes ``results.json`` (every seed) and ``report.md``; ``--smoke`` is a tiny
 run for the tests.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
 
 from experiments import harness
 from nica.apps.density import fit_density
@@ -47,7 +44,7 @@ DATA_SETS = {
 }
 #: Seeds looked at while choosing the selection rule.
 DESIGN_SEEDS = range(6)
-COMMAND = "taskset -c 1 .venv/bin/python experiments/density_tabular.py --out "
+COMMAND = "taskset -c 1 .venv/bin/python -m experiments.density_tabular --out "
 
 
 def load_table(name: str) -> np.ndarray:
@@ -60,19 +57,19 @@ def load_table(name: str) -> np.ndarray:
 def run_one(x: np.ndarray, seed: int, epochs: int) -> dict:
     """The three models on one seed's split; test means in nats per sample."""
     former = fit_density(x, seed=seed, epochs=epochs, depth=3, batch_size=128)
-    nica = fit_density(x, seed=seed, epochs=epochs)
-    chosen = nica.selection.candidates[nica.selection.chosen].name
+    fitted = fit_density(x, seed=seed, epochs=epochs)
+    chosen = fitted.selection.candidates[fitted.selection.chosen].name
     return {
         "seed": seed,
-        "gaussian": float(nica.gaussian_test_log_likelihood.mean()),
+        "gaussian": float(fitted.gaussian_test_log_likelihood.mean()),
         "former": float(former.test_log_likelihood.mean()),
-        "nica": float(nica.test_log_likelihood.mean()),
+        "nica": float(fitted.test_log_likelihood.mean()),
         "nica_minus_gaussian_stderr": _stderr(
-            nica.test_log_likelihood - nica.gaussian_test_log_likelihood
+            fitted.test_log_likelihood - fitted.gaussian_test_log_likelihood
         ),
         "chosen": chosen,
-        "selection": nica.selection.to_dict(),
-        "n_test": int(nica.fitting.data.split.test.size),
+        "selection": fitted.selection.to_dict(),
+        "n_test": int(fitted.data.split.test.size),
     }
 
 
@@ -188,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     rows = summarise_rows(records, args.data)
     settings = {"seeds": args.seeds, "epochs": args.epochs}
     text = to_markdown(rows, settings, args.out)
-    harness.write_report(args.out, "density_tabular", {"rows": rows, "records": records}, text)
+    harness.write_report(args.out, {"rows": rows, "records": records}, text)
     return rows
 
 

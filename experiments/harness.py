@@ -1,14 +1,13 @@
 """What the experiment scripts share: their command line and their output files.
 
-A script builds its parser with :func:`experiment_parser` (the common ``--out`` and ``--smoke``
-options; ``--smoke`` replaces the named arguments by a size small enough for a test), adds its
-own arguments, and writes its results with :func:`write_report` (``<name>.json`` and a Markdown
-``<name>.md`` built from :func:`markdown_document` and :func:`markdown_table`) and
-:func:`save_figure`. Every file is written atomically: a reader sees the old file or the new
-one, never half of one.
-
-A script run as a file (``python experiments/dynamics.py``) puts the repository root on
-``sys.path`` before importing this module as ``experiments.harness``.
+A script runs as a module from the repository root (``python -m experiments.dynamics --out
+results/dynamics``) and keeps a ``main(argv)`` that the tests call. It builds its parser with
+:func:`experiment_parser` (the common ``--out`` and ``--smoke`` options; ``--smoke`` replaces
+the named arguments by a size small enough for a test), adds its own arguments, and writes its
+results with :func:`write_report` and :func:`save_figure`. The out folder then holds what ``nica
+run`` writes: ``results.json`` (the record), ``report.md`` (built from :func:`markdown_document`
+and :func:`markdown_table`) and the figures. Every file is written atomically: a reader sees
+the old file or the new one, never half of one.
 """
 
 from __future__ import annotations
@@ -28,6 +27,8 @@ __all__ = [
     "experiment_parser",
     "markdown_document",
     "markdown_table",
+    "RECORD_FILE",
+    "REPORT_FILE",
     "positive_int",
     "pyplot",
     "save_figure",
@@ -36,6 +37,9 @@ __all__ = [
     "write_records_as_they_come",
     "write_report",
 ]
+
+#: The names of the record and of the report in an out folder, as ``nica run`` writes them.
+RECORD_FILE, REPORT_FILE = "results.json", "report.md"
 
 #: The gradient modes the experiments compare: every mode of the registry ``nica.GRADIENTS``
 #: but ``autodiff``, whose step is ``ordinary``'s at O(B L D^3) cost (per-sample Jacobians).
@@ -66,8 +70,7 @@ def experiment_parser(
 
     Args:
       doc: the script's docstring.
-      out: default of ``--out`` (a folder, or a file for single-file scripts; ``None``: the
-        script picks one).
+      out: default of ``--out``, the out folder (``None``: the script picks one).
       smoke: argument destinations and the values ``--smoke`` gives them (shown in its help);
         a script may also read ``args.smoke`` itself.
     """
@@ -128,8 +131,9 @@ def write_records_as_they_come(path: Path, batches: Iterable[Sequence[dict]]) ->
     return records
 
 
-def write_report(out: Path, name: str, record, table: str, *, indent: int | None = 2) -> None:
-    """Writes ``out/name.json`` (``record``) and ``out/name.md`` (``table``); prints the table.
+def write_report(out: Path, record, table: str, *, indent: int | None = 2) -> None:
+    """Writes ``out/results.json`` (``record``) and ``out/report.md`` (``table``); prints the
+    table.
 
     Both record where they were made (``nica.util.provenance``): a dict ``record`` gains an
     ``environment`` key (a list is written as it is), and the Markdown ends with a line naming
@@ -137,9 +141,9 @@ def write_report(out: Path, name: str, record, table: str, *, indent: int | None
     env = environment()
     if isinstance(record, dict):
         record = {**record, "environment": env}
-    write_record(out / f"{name}.json", record, indent=indent)
+    write_record(out / RECORD_FILE, record, indent=indent)
     table = f"{table.rstrip()}\n\nRun with {describe(env)}.\n"
-    write_markdown(out / f"{name}.md", table)
+    write_markdown(out / REPORT_FILE, table)
     print(table)
 
 

@@ -3,22 +3,19 @@
 Any method should beat this number on a preset; it measures how much of each source is already
 visible in some observed coordinate.
 
-Command (writes ``results/mcc_floor.md`` and prints the table)::
+Command (writes ``results/mcc_floor/report.md`` and ``results.json``, prints the table)::
 
-    .venv/bin/python experiments/mcc_floor.py --seed 0
+    .venv/bin/python -m experiments.mcc_floor --seed 0 --out results/mcc_floor
 
 Smoke size (used by the tests): ``--smoke`` (the ``tiny`` preset) or ``--presets tiny``.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
-
-from experiments.harness import experiment_parser, markdown_document, markdown_table, write_markdown
+from experiments.harness import experiment_parser, markdown_document, markdown_table, write_report
 from nica.core.metrics import mean_correlation_coefficient
 from synthetic.presets import PRESETS, make_preset
 
@@ -49,16 +46,15 @@ def to_markdown(rows: Sequence[dict[str, object]], seed: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    """Parses arguments, computes the table, writes it and returns it."""
-    parser = experiment_parser(
-        __doc__, out=Path("results/mcc_floor.md"), smoke={"presets": ["tiny"]}
-    )
+    """Parses arguments, computes the table, writes the rows and the report; returns the table
+    (the report without its closing provenance line)."""
+    parser = experiment_parser(__doc__, out=Path("results/mcc_floor"), smoke={"presets": ["tiny"]})
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     args = parser.parse_args(argv)
-    table = to_markdown(floor_rows(args.presets, args.seed), args.seed)
-    write_markdown(args.out, table)
-    print(table, end="")
+    rows = floor_rows(args.presets, args.seed)
+    table = to_markdown(rows, args.seed)
+    write_report(args.out, {"seed": args.seed, "rows": rows}, table)
     return table
 
 

@@ -15,16 +15,14 @@ the Pearson MCC, the best validation NLL and the epoch it was reached.
 
 Command::
 
-    .venv/bin/python experiments/optimizer_probe.py --out results/optimizer_probe
+    .venv/bin/python -m experiments.optimizer_probe --out results/optimizer_probe
 
-Writes ``optimizer_probe.json`` (one record per dimension, gradient, optimizer and seed) and
-``optimizer_probe.md`` (means over seeds). ``--smoke`` runs D = 2 on tiny data (for the tests).
+Writes ``results.json`` (one record per dimension, gradient, optimizer and seed) and
+``report.md`` (means over seeds). ``--smoke`` runs D = 2 on tiny data (for the tests).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,8 +30,6 @@ from pathlib import Path
 import jax
 import numpy as np
 import optax
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
 
 from experiments import harness
 from nica.core.metrics import mean_correlation_coefficient
@@ -56,8 +52,8 @@ def probe(
     datasets = [make_preset(preset, seed, n_sources=dim) for seed in seeds]
     xs = [((d.x - d.x.mean(0)) / d.x.std(0)).astype(np.float32) for d in datasets]
     aux = {"kind": "segments", "n_segments": int(datasets[0].u.max()) + 1}
-    depth = config.candidate_depths(dim)[0]  # one model per seed: the first depth ``auto`` tries
-    configs = [dataclasses.replace(config, seed=s, gradient=gradient, depth=depth) for s in seeds]
+    depth = config.resolve(dim).depths[0]  # one model per seed: the first depth ``auto`` tries
+    configs = [config.replace(seed=s, gradient=gradient, depth=depth) for s in seeds]
     # One initialisation per seed: initialisation 0 of ``fold_in(key(seed), k)``.
     init_keys = [jax.random.fold_in(jax.random.key(c.seed), 0) for c in configs]
     models = [build_model(c, dim, aux, key=k) for c, k in zip(configs, init_keys, strict=True)]
@@ -70,10 +66,7 @@ def probe(
         [d.u for d in datasets],
         gradient=gradient,
         optimizer=tx,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        validation_fraction=config.validation_fraction,
-        eval_every=config.eval_every,
+        loop=config.loop,
     )
     wall = (time.perf_counter() - start) / len(seeds)
     records = []
@@ -113,8 +106,8 @@ def markdown(records: list[dict], config: FitConfig, preset: str) -> str:
     return harness.markdown_document(
         "Relative vs ordinary gradient, Adam vs SGD with momentum, across dimension",
         f"Preset `{preset}` with `n_sources = D`, conditional model, one initialisation, "
-        f"{config.epochs} epochs, peak lr {config.learning_rate} (cosine decay), clip "
-        f"{config.clip_norm}, batch {config.batch_size}. Means over seeds "
+        f"{config.loop.epochs} epochs, peak lr {config.optimizer.learning_rate} (cosine decay), "
+        f"clip {config.optimizer.clip_norm}, batch {config.loop.batch_size}. Means over seeds "
         f"{sorted({r['seed'] for r in records})}.",
         harness.markdown_table((*header, "diverged"), cells),
     )
@@ -129,16 +122,18 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--epochs", type=harness.positive_int, default=300)
     parser.add_argument("--preset", default="ivae")
     args = parser.parse_args(argv)
-    config = FitConfig(epochs=args.epochs, restarts=1, eval_every=min(10, args.epochs))
+    config = FitConfig.from_flat(
+        {"epochs": args.epochs, "restarts": 1, "eval_every": min(10, args.epochs)}
+    )
     cells = (
         probe(dim, gradient, optimizer, args.seeds, config, args.preset)
         for dim in args.dims
         for gradient in harness.COMPARED_GRADIENTS
         for optimizer in OPTIMIZERS
     )
-    records = harness.write_records_as_they_come(args.out / "optimizer_probe.json", cells)
+    records = harness.write_records_as_they_come(args.out / harness.RECORD_FILE, cells)
     table = markdown(records, config, args.preset)
-    harness.write_report(args.out, "optimizer_probe", records, table)
+    harness.write_report(args.out, records, table)
     return records
 
 

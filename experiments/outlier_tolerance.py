@@ -11,7 +11,7 @@ robust standard deviations and its isolation (that distance over the next farthe
 False positives: the share of clean samples (Gaussian, Laplace, Student-t, lognormal, Cauchy;
 50 to 40,000 rows, 5 columns) that the rule refuses.
 
-Command (writes ``results/outlier_tolerance/outlier_tolerance.{md,json}``)::
+Command (writes ``results/outlier_tolerance/report.md`` and ``results.json``)::
 
     .venv/bin/python -m experiments.outlier_tolerance
 
@@ -135,10 +135,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 100])
     parser.add_argument("--squashes", type=float, nargs="+", default=list(SQUASHES))
-    parser.add_argument("--epochs", type=int, default=nica.FitConfig().epochs)
+    parser.add_argument("--epochs", type=int, default=nica.FitConfig().loop.epochs)
     parser.add_argument("--draws", type=int, default=500)
-    parser.add_argument("--depth", default=nica.FitConfig().depth, help="auto or an integer")
-    parser.add_argument("--restarts", type=int, default=nica.FitConfig().restarts)
+    parser.add_argument(
+        "--depth", default=nica.FitConfig().flat()["depth"], help="auto or an integer"
+    )
+    parser.add_argument("--restarts", type=int, default=nica.FitConfig().restarts.count)
     args = parser.parse_args(argv)
     clean = false_positives([50, 200, 4000, 40000], args.draws)
     # The fits need the refused data: switch the check off in this process from here on.
@@ -183,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         refusals,
         "Command: `.venv/bin/python -m experiments.outlier_tolerance`.",
     )
-    write_report(args.out, "outlier_tolerance", {"fits": records, "clean": clean}, text)
+    write_report(args.out, {"fits": records, "clean": clean}, text)
     return records
 
 

@@ -16,23 +16,20 @@ agree to 1e-9 (``tests/test_seeds.py``).
 
 Command::
 
-    .venv/bin/python experiments/seeds_vmap.py --out results/seeds_vmap
+    .venv/bin/python -m experiments.seeds_vmap --out results/seeds_vmap
 
-Writes ``seeds_vmap.json`` (one record per S), ``seeds_vmap.md`` (table with the ratio
+Writes ``results.json`` (one record per S), ``report.md`` (table with the ratio
 sequential / vmapped). ``--smoke`` runs S = 1, 2 on tiny data (used by the tests).
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import jax
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
 
 import nica
 from experiments import harness
@@ -73,7 +70,7 @@ def time_modes(preset: str, n_seeds: int, config: nica.FitConfig) -> dict:
         "max_abs_mcc_diff": max(
             abs(a - b) for a, b in zip(mcc["sequential"], mcc["vmapped"], strict=True)
         ),
-        "epochs": config.epochs,
+        "epochs": config.loop.epochs,
         "n_samples": int(datasets[0].x.shape[0]),
         "dim": int(datasets[0].x.shape[1]),
     }
@@ -114,13 +111,14 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--epochs", type=harness.positive_int, default=20)
     args = parser.parse_args(argv)
     # One initialisation per seed, so that the timing isolates the seed axis.
-    config = nica.FitConfig(epochs=args.epochs, eval_every=max(1, args.epochs // 2), restarts=1)
+    flat = {"epochs": args.epochs, "eval_every": max(1, args.epochs // 2), "restarts": 1}
+    config = nica.FitConfig.from_flat(flat)
     records = harness.write_records_as_they_come(
-        args.out / "seeds_vmap.json",
+        args.out / harness.RECORD_FILE,
         ([time_modes(args.preset, n_seeds, config)] for n_seeds in args.seeds),
     )
     device = f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}"
-    harness.write_report(args.out, "seeds_vmap", records, markdown(records, args.preset, device))
+    harness.write_report(args.out, records, markdown(records, args.preset, device))
     return records
 
 

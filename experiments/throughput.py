@@ -15,25 +15,21 @@ shared machine the slower ones measure the other load; their median is recorded 
 
 Command::
 
-    taskset -c 0 .venv/bin/python experiments/throughput.py --out results/throughput
+    taskset -c 0 .venv/bin/python -m experiments.throughput --out results/throughput
 
-Writes ``throughput.json`` (one record per (D, gradient, S), rewritten after each) and
-``throughput.md``. ``--smoke`` runs D = 3, S = 1 and 2 on 600 points, 3 epochs, the default
+Writes ``results.json`` (one record per (D, gradient, S), rewritten after each) and
+``report.md``. ``--smoke`` runs D = 3, S = 1 and 2 on 600 points, 3 epochs, the default
 mode only (for the tests).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import jax
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
 
 import nica
 from experiments import harness
@@ -53,9 +49,10 @@ def time_epochs(
     dim: int, gradient: str, n_seeds: int, *, n: int, segments: int, epochs: int
 ) -> dict:
     """Fits ``n_seeds`` seeds at once for ``epochs`` epochs; one record of epoch timings."""
-    config = nica.FitConfig(epochs=epochs, restarts=1, eval_every=epochs, gradient=gradient)
+    flat = {"epochs": epochs, "restarts": 1, "eval_every": epochs, "gradient": gradient}
+    config = nica.FitConfig.from_flat(flat)
     # The cost of one candidate depth: up to 10 sources ``auto`` fits two in turn.
-    config = dataclasses.replace(config, depth=config.candidate_depths(dim)[0])
+    config = config.replace(depth=config.resolve(dim).depths[0])
     xs, us = make_data(dim, n_seeds, n, segments)
     ticks: list[tuple[int, float]] = []
     nica.fit_seeds(
@@ -68,13 +65,14 @@ def time_epochs(
     seconds = dict(ticks)
     # Epoch e took seconds[e] - seconds[e - 1]; epoch 1 compiles, the last one evaluates.
     epoch_s = [seconds[e] - seconds[e - 1] for e in range(2, epochs)]
-    n_train = int(round(n * (1 - config.validation_fraction)))
-    used = n_train // min(config.batch_size, n_train) * min(config.batch_size, n_train)
+    n_train = int(round(n * (1 - config.loop.validation_fraction)))
+    batch = min(config.loop.batch_size, n_train)
+    used = n_train // batch * batch
     fastest = min(epoch_s)
     return {
         "dim": dim,
         "gradient": gradient,
-        "mode": nica.resolve_gradient(gradient, dim, config.batch_size).name,
+        "mode": nica.resolve_gradient(gradient, dim, config.loop.batch_size).name,
         "seeds": n_seeds,
         "samples": n,
         "samples_per_epoch": used,
@@ -83,8 +81,8 @@ def time_epochs(
         "epoch_s_all": epoch_s,
         "samples_per_s": n_seeds * used / fastest,
         "first_epoch_s": seconds[1] - seconds[0],
-        "depth": config.depth,
-        "batch_size": config.batch_size,
+        "depth": config.model.depth,
+        "batch_size": config.loop.batch_size,
         "device": f"{jax.default_backend()}:{jax.devices()[0].device_kind}",
     }
 
@@ -161,9 +159,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         for g in gradients
         for s in args.seeds
     )
-    records = harness.write_records_as_they_come(args.out / "throughput.json", cells)
+    records = harness.write_records_as_they_come(args.out / harness.RECORD_FILE, cells)
     records = with_speedups(records)
-    harness.write_report(args.out, "throughput", records, markdown(records))
+    harness.write_report(args.out, records, markdown(records))
     return records
 
 

@@ -1,26 +1,35 @@
 """nica: exact maximum-likelihood nonlinear ICA with relative-gradient training.
 
 Start with :func:`fit` (arrays in, :class:`FittedModel` out; the defaults of ``nica fit``) and
-:func:`load`. :func:`train` is the low-level trainer of a Flax module.
+:func:`load`; :class:`FitConfig` composes the typed settings (:class:`ModelConfig`,
+:class:`OptimizerConfig`, :class:`LoopConfig`, :class:`RestartConfig`). :func:`train` is the
+low-level trainer of a Flax module.
 """
 
 from nica.core.activations import ACTIVATIONS, make_activation
 from nica.core.gradients import GRADIENTS, GradientMode, get_gradient, resolve_gradient
+from nica.core.metrics import mean_correlation_coefficient
 from nica.core.model import ICAModel
 from nica.core.network import DemixingNetwork, InvertibleDense
 from nica.core.priors import PRIORS, make_prior
 from nica.core.relative import relative_dense, relative_log_abs_det
 from nica.fitting.auxiliary import IdentifiabilityWarning
-from nica.fitting.estimator import FitConfig, FittedModel, build_model, fit, fit_seeds, load
-from nica.fitting.training import (
-    FitResult,
-    ProgressEvent,
-    TrainingDivergedError,
-    train,
-    train_seeds,
+from nica.fitting.build import build_model
+from nica.fitting.config import (
+    DepthSearch,
+    FitConfig,
+    LoopConfig,
+    ModelConfig,
+    OptimizerConfig,
+    PriorSpec,
+    RestartConfig,
 )
+from nica.fitting.estimator import fit, fit_seeds
+from nica.fitting.fitted import FittedModel, load
+from nica.fitting.stopping import FitResult, ProgressEvent, TrainingDivergedError
+from nica.fitting.training import train, train_seeds
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "__version__",
@@ -28,6 +37,7 @@ __all__ = [
     "GRADIENTS",
     "PRIORS",
     "DemixingNetwork",
+    "DepthSearch",
     "FitConfig",
     "FitResult",
     "FittedModel",
@@ -35,7 +45,12 @@ __all__ = [
     "IdentifiabilityWarning",
     "ICAModel",
     "InvertibleDense",
+    "LoopConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "PriorSpec",
     "ProgressEvent",
+    "RestartConfig",
     "TrainingDivergedError",
     "build_model",
     "fit",
@@ -45,6 +60,7 @@ __all__ = [
     "load",
     "make_activation",
     "make_prior",
+    "mean_correlation_coefficient",
     "relative_dense",
     "relative_log_abs_det",
     "train",

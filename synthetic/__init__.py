@@ -1,23 +1,19 @@
 """Synthetic data for nonlinear ICA: nonstationary sources, invertible mixings, presets, toys."""
 
 from synthetic.dataset import Dataset, load_dataset, save_dataset, validate_arrays
-from synthetic.mixing import (
+from synthetic.elementwise import (
     ACTIVATION_REGISTRY,
     ACTIVATIONS,
-    CONVENTIONS,
     DEFAULT_SLOPES,
-    FAMILIES,
     Activation,
-    Mixing,
-    condition_threshold,
     get_activation,
     leaky_relu,
     leaky_relu_inverse,
-    random_matrix,
-    random_mixing,
     xtanh,
     xtanh_inverse,
 )
+from synthetic.matrices import FAMILIES, condition_threshold, random_matrix
+from synthetic.mixing import CONVENTIONS, Mixing, random_mixing
 from synthetic.presets import (
     MIXING_FAMILY,
     PRESETS,

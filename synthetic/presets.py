@@ -48,9 +48,9 @@ class SyntheticConfig:
         n_segments: number of segments ``K``.
         samples_per_segment: samples per segment; ``N = K * samples_per_segment``.
         n_layers: mixing depth, counted per ``convention``.
-        activation: a key of :data:`synthetic.mixing.ACTIVATION_REGISTRY`.
+        activation: a key of :data:`synthetic.elementwise.ACTIVATION_REGISTRY`.
         slope: the activation's parameter (e.g. leaky-ReLU negative slope, xtanh's linear
-            coefficient); see :data:`synthetic.mixing.DEFAULT_SLOPES`.
+            coefficient); see :data:`synthetic.elementwise.DEFAULT_SLOPES`.
         family: matrix family, ``"uniform"`` or ``"orthogonal"``.
         convention: layer-counting convention, ``"ivae"``, ``"tcl"`` or ``"icebeem"``.
         distribution: source family, ``"gaussian"``, ``"laplace"`` or ``"student_t"``.
@@ -84,6 +84,23 @@ class SyntheticConfig:
         return self.n_segments * self.samples_per_segment
 
 
+def _icebeem(n_layers: int) -> SyntheticConfig:
+    """ICE-BeeM's TCL simulation (``gen_TCL_data_ortho``) with ``L = n_layers``."""
+    return SyntheticConfig(
+        n_sources=5,
+        n_segments=20,
+        samples_per_segment=1000,
+        n_layers=n_layers,
+        family="orthogonal",
+        convention="icebeem",
+        distribution="gaussian",
+        scale_range=(0.01, 3.0),
+        description=(
+            f"ICE-BeeM TCL: D=5, 20x1000, Gaussian std~U(0.01,3), L={n_layers}, orthogonal"
+        ),
+    )
+
+
 PRESETS: dict[str, SyntheticConfig] = {
     "ivae": SyntheticConfig(
         n_sources=5,
@@ -92,28 +109,8 @@ PRESETS: dict[str, SyntheticConfig] = {
         n_layers=3,
         description="iVAE: D=5, 40x1000, Laplace std~U(0.5,3), 3-layer leaky ReLU 0.2, uniform",
     ),
-    "icebeem-l2": SyntheticConfig(
-        n_sources=5,
-        n_segments=20,
-        samples_per_segment=1000,
-        n_layers=2,
-        family="orthogonal",
-        convention="icebeem",
-        distribution="gaussian",
-        scale_range=(0.01, 3.0),
-        description="ICE-BeeM TCL: D=5, 20x1000, Gaussian std~U(0.01,3), L=2, orthogonal",
-    ),
-    "icebeem-l4": SyntheticConfig(
-        n_sources=5,
-        n_segments=20,
-        samples_per_segment=1000,
-        n_layers=4,
-        family="orthogonal",
-        convention="icebeem",
-        distribution="gaussian",
-        scale_range=(0.01, 3.0),
-        description="ICE-BeeM TCL: D=5, 20x1000, Gaussian std~U(0.01,3), L=4, orthogonal",
-    ),
+    "icebeem-l2": _icebeem(2),
+    "icebeem-l4": _icebeem(4),
     "ivae-original": SyntheticConfig(
         n_sources=5,
         n_segments=40,

@@ -4,7 +4,7 @@ For a :class:`~synthetic.dataset.Dataset` made by :func:`~synthetic.presets.gene
 :func:`~synthetic.presets.make_preset`, the data were drawn as ``x = f(s)`` with ``s | u = k``
 independent across components (:class:`~synthetic.sources.SegmentSourceParams`). The true
 demixer ``g = f^{-1}`` (exact, :meth:`~synthetic.mixing.Mixing.inverse_and_log_det`) then gives,
-per sample (MATH.md, Eq. 4):
+per sample (docs/math.md, Eq. 4):
 
     ``log p(x | u) = sum_i log p_i(g_i(x) | u) + log|det J_g(x)|``
 

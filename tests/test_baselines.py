@@ -2,6 +2,7 @@
 sequential fits, input errors, ``nica run`` / ``nica fit --method`` smoke runs, and the
 ``shared_matrix`` mixing of iVAE's own recipe."""
 
+import importlib
 import json
 import math
 
@@ -15,15 +16,15 @@ from flax import nnx
 from nica.apps.cli import main
 from nica.apps.experiment import ExperimentConfig, Setting, run_experiment
 from nica.methods import (
-    BASELINES,
     IVAE,
+    METHODS,
     TCL,
     IVAEConfig,
     fit_ivae,
     fit_ivae_seeds,
     fit_tcl,
     fit_tcl_seeds,
-    get_baseline,
+    get_method,
     ivae_loss,
     tcl_loss,
 )
@@ -166,12 +167,12 @@ def test_bad_input_is_one_line_error(tiny_data, fits):
         fit_tcl(x, np.c_[u, u].astype(float))
     with pytest.raises(ValueError, match="unknown TCLConfig setting"):
         fit_tcl(x, u, epochs=3)
-    with pytest.raises(ValueError, match="unknown baseline 'vae'; known: ivae, tcl"):
-        get_baseline("vae")
+    with pytest.raises(ValueError, match="unknown method 'vae'; known: conditional, .*, ivae, tcl"):
+        get_method("vae")
     with pytest.raises(ValueError, match="elbo_weights"):
         fit_ivae(x, u, elbo_weights=(1.0, 1.0))
     fitted = fits[1]
-    if isinstance(fitted.config, type(BASELINES["ivae"].config())):
+    if isinstance(fitted.config, IVAEConfig):
         with pytest.raises(ValueError, match="reads u"):
             fitted.transform(x)
         with pytest.raises(ValueError, match=r"label\(s\) 5, 6, 7, 8, 9 never seen in training"):
@@ -222,8 +223,8 @@ def test_nica_fit_method_baseline(tmp_path, tiny_data, capsys):
 
 def test_registry_targets():
     s = np.array([[-1.0, 2.0]])
-    assert np.array_equal(BASELINES["ivae"].target(s), s)
-    assert np.array_equal(BASELINES["tcl"].target(s), np.abs(s))
+    assert np.array_equal(METHODS["ivae"].target(s), s)
+    assert np.array_equal(METHODS["tcl"].target(s), np.abs(s))
 
 
 def test_shared_matrix_reuses_one_matrix():
@@ -243,10 +244,7 @@ def _cell(setting, model, seed, mcc, wall):
 
 
 def test_validation_sections_compare_with_the_references():
-    import runpy
-    from pathlib import Path
-
-    script = runpy.run_path(str(Path(__file__).parents[1] / "experiments" / "baselines.py"))
+    script = vars(importlib.import_module("experiments.baselines"))
     cells = [_cell("ivae-original", "ivae", s, m, 10.0) for s, m in enumerate((0.5, 0.6, 0.7))]
     text, record = script["ivae_section"](cells)
     assert record["median"] == 0.6 and record["verdict"] == "inside" and "**0.600**" in text
@@ -259,10 +257,41 @@ def test_validation_sections_compare_with_the_references():
 
 
 def test_validation_script_smoke(tmp_path):
-    import runpy
-    from pathlib import Path
-
-    script = runpy.run_path(str(Path(__file__).parents[1] / "experiments" / "baselines.py"))
+    script = vars(importlib.import_module("experiments.baselines"))
     record = script["main"](["--smoke", "--out", str(tmp_path)])
-    assert (tmp_path / "validation.md").read_text().startswith("# Baselines validated")
+    assert (tmp_path / "report.md").read_text().startswith("# Baselines validated")
     assert set(record) == {"ivae", "published", "wall_s"}
+
+
+def test_nica_fit_method_fastica(tmp_path, tiny_data, capsys):
+    """FastICA through ``nica fit``: config.json, metrics.json, recovered.npz and scatter.png,
+    no checkpoint; the sources are scikit-learn's own."""
+    from sklearn.decomposition import FastICA
+
+    data = tmp_path / "tiny.npz"
+    save_dataset(tiny_data[0], data)
+    out = tmp_path / "fit"
+    argv = ["fit", "--data", str(data), "--out", str(out), "--method", "fastica", "--quiet"]
+    assert main([*argv, "--seed", "3"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    n, d = tiny_data[0].x.shape
+    assert err[0] == f"nica fit: fastica baseline, N={n}, D={d}" and "MCC" in err[-1]
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["config.json", "metrics.json", "recovered.npz", "scatter.png"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["method"] == "fastica" and config["random_state"] == 3
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == "fastica" and metrics["mcc_target"] == "s"
+    expected = FastICA(whiten="unit-variance", max_iter=1000, random_state=3)
+    s_hat = np.load(out / "recovered.npz")["s_hat"]
+    assert np.array_equal(s_hat, expected.fit_transform(tiny_data[0].x).astype(np.float32))
+    # nica's options are refused, and so is --method conditional without u, in one line.
+    assert main([*argv, "--force", "--epochs", "5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--epochs sets the nica model" in err[0]
+    assert "nica.methods.FastICAConfig" in err[0]
+    no_u = tmp_path / "no_u.npz"
+    np.savez(no_u, x=tiny_data[0].x)
+    assert main(["fit", "--data", str(no_u), "--out", str(out), "--method", "conditional"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "conditional needs the auxiliary variable u" in err[0]

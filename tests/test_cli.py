@@ -1,7 +1,6 @@
 """The ``nica`` command: happy path, checkpoint reload, determinism, every bad-input case,
 output-folder safety, help texts, progress bars and Ctrl-C."""
 
-import dataclasses
 import io
 import json
 import re
@@ -76,12 +75,12 @@ def test_fit_writes_every_output_and_transform_reloads(tiny_file, tmp_path, caps
     assert config["model"] == "conditional" and config["seed"] == 1 and config["depth"] == 2
     assert config["prior"] == "gennorm" and config["gradient"] == "relative_coords"
     assert config["batch_size"] == 64 and config["learning_rate"] == 0.005
-    # Every resolved value: all FitConfig fields, the absolute data path, shape, aux, version.
-    assert {f.name for f in dataclasses.fields(nica.FitConfig)} <= config.keys()
+    # Every resolved value: all FitConfig settings, the absolute data path, shape, aux, version.
+    assert nica.FitConfig().to_dict().keys() <= config.keys()
     assert config["restart_epochs"] == 1  # resolved: a twelfth of 3 epochs, at least 1
     assert Path(config["data"]).is_absolute() and Path(config["data"]) == tiny_file.resolve()
     assert (config["n_samples"], config["dim"]) == np.load(tiny_file)["x"].shape
-    assert config["aux"]["kind"] == "segments" and config["nica_version"] == cli._version()
+    assert config["aux"]["kind"] == "segments" and config["nica_version"] == cli.version()
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("train_nll", "val_nll", "wall_s", "epochs_run", "mcc_pearson", "mcc_spearman"):
         assert np.isfinite(metrics[key]), key
@@ -93,7 +92,7 @@ def test_fit_writes_every_output_and_transform_reloads(tiny_file, tmp_path, caps
     assert metrics["nll_gap"] == pytest.approx(metrics["test_nll"] - metrics["true_nll"])
     assert "NLL gap to the true model" in err[1]
     restarts = metrics["restarts"]  # the default tries 8 initialisations and keeps the best
-    assert len(restarts["val_nll"]) == nica.FitConfig().restarts == 8
+    assert len(restarts["val_nll"]) == nica.FitConfig().to_dict()["restarts"] == 8
     assert restarts["val_nll"][restarts["chosen"]] == min(restarts["val_nll"])
     x = np.load(tiny_file)["x"]
     s_hat = np.load(out / "recovered.npz")["s_hat"]
@@ -216,7 +215,7 @@ def _help(capsys, *argv) -> str:
 
 def test_fit_help_shows_every_default_and_the_priors_each_model_takes(capsys):
     text = _help(capsys, "fit")
-    defaults = nica.FitConfig()
+    defaults = nica.FitConfig().to_dict()  # the flat settings
     for option, field in [("--seed", "seed"), ("--epochs", "epochs"), ("--depth", "depth"),
                           ("--prior", "prior"), ("--gradient", "gradient"),
                           ("--restarts", "restarts"), ("--batch-size", "batch_size"),
@@ -224,7 +223,7 @@ def test_fit_help_shows_every_default_and_the_priors_each_model_takes(capsys):
         metavar, rest = text.split("options:")[1].split(f"{option} ", 1)[1].split(" ", 1)
         help_text, default = rest.split("(default: ", 1)
         assert metavar.isupper() and len(help_text.split()) >= 2, option
-        assert default.startswith(f"{getattr(defaults, field)})"), option
+        assert default.startswith(f"{defaults[field]})"), option
     for flag in ("--unconditional", "--quiet", "--force"):
         assert flag in text
     conditional = text.split("the conditional model (u given)")[1].split(";")[0]
@@ -234,7 +233,7 @@ def test_fit_help_shows_every_default_and_the_priors_each_model_takes(capsys):
     unconditional = text.split("the unconditional one")[1].split(";")[0]
     assert all(name in unconditional for name in PRIORS)
     # Every option has a help text; the gradient choices come from the registry.
-    fit_parser = cli._parser()._subparsers._group_actions[0].choices["fit"]
+    fit_parser = cli.build_parser()._subparsers._group_actions[0].choices["fit"]
     for action in fit_parser._actions:
         assert action.help and action.help.strip(), action.dest
     (gradient,) = [a for a in fit_parser._actions if a.dest == "gradient"]
@@ -254,8 +253,8 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0
-    assert capsys.readouterr().out.strip() == f"nica {cli._version()}"
-    assert re.fullmatch(r"\d+\.\d+\.\d+\S*", cli._version())
+    assert capsys.readouterr().out.strip() == f"nica {cli.version()}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+\S*", cli.version())
 
 
 def test_unwritable_out_is_refused_before_training(tiny_file, tmp_path, capsys, no_fit):

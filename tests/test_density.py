@@ -157,7 +157,7 @@ def test_density_real_smoke_skips_flowjax_cleanly(tmp_path, monkeypatch):
     assert [r["model"] for r in rows] == ["nica-conditional", "gaussian"]
     assert all(np.isfinite(r["test_ll_mean"]) for r in rows)
     assert 0.0 <= rows[0]["accuracy"] <= 1.0
-    report = (out / "density_real.md").read_text()
+    report = (out / "report.md").read_text()
     assert "Skipped: maf, coupling" in report
     assert (out / "samples.png").exists() and (out / "components.png").exists()
 
@@ -306,7 +306,7 @@ def test_selection_reads_the_validation_rows_only(key):
     val = fitted.log_likelihood(data.z_val) + data.log_det_val
     assert selection.val_log_likelihood[selection.chosen] == pytest.approx(val.mean())
     assert fitted is selection.fits[selection.chosen]
-    assert fitted.config.depth == candidates[selection.chosen].depth
+    assert fitted.config.model.depth == candidates[selection.chosen].depth
 
 
 def test_whitened_linear_start_is_the_gaussian_fit(key):
@@ -329,9 +329,9 @@ def test_density_tabular_smoke(tmp_path):
     rows = density_tabular.main(["--smoke", "--out", str(out)])
     assert [r["data"] for r in rows] == ["iris"]
     assert np.isfinite(rows[0]["nica_minus_gaussian"])
-    report = (out / "density_tabular.md").read_text()
+    report = (out / "report.md").read_text()
     assert "nats per sample (higher is better)" in report and "Command:" in report
-    assert json.loads((out / "density_tabular.json").read_text())["records"][0]["selection"]
+    assert json.loads((out / "results.json").read_text())["records"][0]["selection"]
 
 
 def test_conditional_density_maps_any_labels_and_refuses_unseen_ones():

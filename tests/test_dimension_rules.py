@@ -57,7 +57,8 @@ def test_default_optimizer_scales_kernel_steps_by_reference_over_dim(x64):
     dim = 40
     params = _params(dim)
     scaled, plain = (
-        make_optimizer(FitConfig(**kw), n_samples=5000) for kw in ({}, {"lr_reference_dim": None})
+        make_optimizer(FitConfig.from_flat(kw), n_samples=5000)
+        for kw in ({}, {"lr_reference_dim": None})
     )
     mask = jax.tree.leaves(square_kernel_mask(params))
     s_state, p_state = scaled.init(params), plain.init(params)
@@ -78,7 +79,9 @@ def test_step_scaling_refuses_bad_use(x64):
     with pytest.raises(ValueError, match="reference_dim must be >= 1"):
         scale_kernel_steps(0)
     with pytest.raises(ValueError, match="lr_reference_dim must be >= 1"):
-        FitConfig(lr_reference_dim=0).validate()
+        FitConfig.from_flat({"lr_reference_dim": 0})
+    with pytest.raises(ValueError, match="lr_reference_dim must be >= 1"):
+        nica.OptimizerConfig(lr_reference_dim=0)
     with pytest.raises(ValueError, match="no square kernels"):
         plain = {"kernel": jnp.eye(2)}
         tx.update(plain, tx.init(plain), plain)
@@ -110,19 +113,17 @@ def test_unscaled_dimensions_compile_the_same_step(x64):
     ],
 )
 def test_candidate_depths(depth, dim, want):
-    config = FitConfig(depth=depth)
-    assert config.candidate_depths(dim) == want
-    if len(want) == 1:
-        assert config.resolved_depth(dim) == want[0]
-    else:
+    config = FitConfig.from_flat({"depth": depth})
+    assert config.resolve(dim).depths == want
+    if len(want) > 1:
         with pytest.raises(ValueError, match=f"depth 'auto' at D={dim} is chosen by fitting"):
-            config.resolved_depth(dim)
+            nica.build_model(config, dim, None, key=jax.random.key(0))
 
 
 def test_auto_depth_rule_is_in_the_config_record():
     """Cell keys hash ``to_dict``: a changed rule must change the record of an ``auto`` config."""
     assert FitConfig().to_dict()["depth_rule"] == nica.fitting.estimator.AUTO_DEPTH_RULE
-    assert "depth_rule" not in FitConfig(depth=4).to_dict()
+    assert "depth_rule" not in FitConfig.from_flat({"depth": 4}).to_dict()
 
 
 @pytest.mark.parametrize(
@@ -135,7 +136,9 @@ def test_auto_depth_rule_is_in_the_config_record():
 )
 def test_bad_depth_is_one_line_error(depth, message):
     with pytest.raises(ValueError, match=message):
-        FitConfig(depth=depth).validate()
+        FitConfig.from_flat({"depth": depth})
+    with pytest.raises(ValueError, match=message):
+        nica.ModelConfig(depth=depth)
 
 
 def test_auto_depth_builds_and_saves_the_resolved_demixer(tmp_path):
@@ -144,10 +147,10 @@ def test_auto_depth_builds_and_saves_the_resolved_demixer(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.laplace(size=(300, 12)) @ rng.normal(size=(12, 12))
     fitted = nica.fit(x, epochs=1, restarts=1, eval_every=1, conditional=False)
-    assert fitted.config.depth == 6 and len(fitted.model.demixer.layers) == 6
+    assert fitted.config.model.depth == 6 and len(fitted.model.demixer.layers) == 6
     fitted.save(tmp_path / "fit")
     again = nica.load(tmp_path / "fit")
-    assert again.config.depth == 6
+    assert again.config.model.depth == 6
     np.testing.assert_array_equal(np.asarray(again.transform(x)), np.asarray(fitted.transform(x)))
 
 
@@ -165,7 +168,7 @@ def test_auto_depth_keeps_each_seeds_depth_with_the_lower_validation_nll():
         val = [fixed[d][i].result.best_val_nll for d in (4, 5)]
         want = (4, 5)[int(np.argmin(val))]
         assert fitted.depth_search == {"depths": [4, 5], "val_nll": val, "chosen": want}
-        assert fitted.config.depth == want and len(fitted.model.demixer.layers) == want
+        assert fitted.config.model.depth == want and len(fitted.model.demixer.layers) == want
         np.testing.assert_array_equal(fitted.transform(xs[i]), fixed[want][i].transform(xs[i]))
 
 
@@ -178,9 +181,10 @@ def test_a_diverged_depth_is_never_kept():
             self.best_val_nll, self.diverged = val, diverged
 
     def candidate(depth, val, diverged=None):
-        return nica.FittedModel(None, FitConfig(depth=depth), None, None, Result(val, diverged))
+        config = FitConfig.from_flat({"depth": depth})
+        return nica.FittedModel(None, config, None, None, Result(val, diverged))
 
     kept = _keep_best_depth((4, 5), (candidate(4, 1.0), candidate(5, -9.0, "NaN loss")))
-    assert kept.config.depth == 4 and kept.depth_search["chosen"] == 4
+    assert kept.config.model.depth == 4 and kept.depth_search["chosen"] == 4
     both = _keep_best_depth((4, 5), (candidate(4, 2.0, "NaN"), candidate(5, 1.0, "NaN")))
-    assert both.config.depth == 4 and both.result.diverged == "NaN"
+    assert both.config.model.depth == 4 and both.result.diverged == "NaN"

@@ -1,6 +1,5 @@
 """The public estimator: nica.fit / FittedModel / nica.load, and the README's library snippet."""
 
-import dataclasses
 import json
 import re
 from pathlib import Path
@@ -14,6 +13,7 @@ from flax import nnx
 import nica
 from nica.apps.cli import main
 from nica.fitting import estimator
+from nica.fitting import fitted as fitted_module
 from synthetic import make_preset
 
 SMALL = dict(epochs=2, restarts=2, restart_epochs=1, eval_every=1, depth=2)
@@ -35,12 +35,13 @@ def test_one_set_of_defaults():
 
     for function in (nica.fit, nica.fit_seeds):
         assert inspect.signature(function).parameters["config"].default is None
-    assert nica.FitConfig().gradient == "auto"
-    assert nica.FitConfig().resolved_gradient(5, 40_000).name == "relative_coords"
-    assert nica.FitConfig().resolved_gradient(300, 40_000).name == "relative_pooled"
-    assert nica.FitConfig(batch_size=512).resolved_gradient(300, 40_000).name == "relative_coords"
+    assert nica.FitConfig().optimizer.gradient == "auto"
+    assert nica.FitConfig().resolve(5, 40_000).gradient.name == "relative_coords"
+    assert nica.FitConfig().resolve(300, 40_000).gradient.name == "relative_pooled"
+    big_batch = nica.FitConfig(loop=nica.LoopConfig(batch_size=512))
+    assert big_batch.resolve(300, 40_000).gradient.name == "relative_coords"
     # The batch is capped at the training split (225 of 250 points): D = 300 > B.
-    assert nica.FitConfig(batch_size=512).resolved_gradient(300, 250).name == "relative_pooled"
+    assert big_batch.resolve(300, 250).gradient.name == "relative_pooled"
     with pytest.raises(ValueError, match="unknown FitConfig setting"):
         nica.fit(np.zeros((10, 2)), learning_rte=0.1)
     with pytest.raises(ValueError, match="unknown gradient mode 'natural'"):
@@ -50,13 +51,14 @@ def test_one_set_of_defaults():
 def test_transform_and_log_likelihood_compile_once_per_shape(fitted, data):
     fitted.transform(data.x)
     fitted.log_likelihood(data.x, data.u)
-    sizes = (estimator._demix._cache_size(), estimator._log_likelihood._cache_size())
+    demix, log_likelihood = fitted_module._demix, fitted_module._log_likelihood
+    sizes = (demix._cache_size(), log_likelihood._cache_size())
     for _ in range(3):
         fitted.transform(data.x)
         fitted.log_likelihood(data.x, data.u)
-    assert (estimator._demix._cache_size(), estimator._log_likelihood._cache_size()) == sizes
+    assert (demix._cache_size(), log_likelihood._cache_size()) == sizes
     fitted.transform(data.x[:7])  # a new shape compiles once more
-    assert estimator._demix._cache_size() == sizes[0] + 1
+    assert demix._cache_size() == sizes[0] + 1
 
 
 def test_inverse_round_trip_in_original_units(fitted, data):
@@ -82,8 +84,9 @@ def test_save_and_load_round_trip(fitted, data, tmp_path):
     fitted.save(tmp_path / "ckpt")
     loaded = nica.load(tmp_path / "ckpt")
     # The checkpoint keeps the resolved prior: a later change of "auto" cannot change it.
-    assert fitted.config.prior == "auto" and loaded.config.prior == "gennorm"
-    assert loaded.config == dataclasses.replace(fitted.config, prior="gennorm")
+    assert fitted.config.model.prior.family == "auto"
+    assert loaded.config.model.prior.family == "gennorm"
+    assert loaded.config == fitted.config.replace(prior="gennorm")
     assert loaded.aux == fitted.aux and loaded.prior_shape == fitted.prior_shape
     np.testing.assert_array_equal(loaded.transform(data.x), fitted.transform(data.x))
     np.testing.assert_array_equal(
@@ -103,7 +106,7 @@ def test_checkpoint_saved_when_auto_meant_laplace_still_loads(data, tmp_path):
     meta["config"]["prior"] = "auto"
     meta_path.write_text(json.dumps(meta))
     loaded = nica.load(tmp_path / "old")
-    assert loaded.config.prior == "laplace" and loaded.prior_shape is None
+    assert loaded.config.model.prior.family == "laplace" and loaded.prior_shape is None
     np.testing.assert_array_equal(
         loaded.log_likelihood(data.x, data.u), laplace.log_likelihood(data.x, data.u)
     )
@@ -111,7 +114,8 @@ def test_checkpoint_saved_when_auto_meant_laplace_still_loads(data, tmp_path):
 
 def test_fit_without_u_is_the_unconditional_model_with_its_own_auto_prior(data):
     fitted = nica.fit(data.x, **SMALL)
-    assert not fitted.config.conditional and fitted.config.prior_family == "laplace"
+    assert not fitted.config.model.conditional
+    assert fitted.config.resolve().prior_family == "laplace"
     assert fitted.aux is None and fitted.prior_shape is None
     with pytest.raises(ValueError, match="unknown unconditional prior 'gennorm'"):
         nica.fit(data.x, **{**SMALL, "prior": "gennorm"})
@@ -134,7 +138,7 @@ def test_restart_phase_inits_every_run_in_one_call_and_keeps_the_best(data):
 def test_fit_equals_the_low_level_trainer_without_restarts(data):
     """nica.fit(restarts=1) is nica.train on build_model's module, standardised data, the same
     keys and make_optimizer: the estimator adds no hidden behaviour."""
-    config = nica.FitConfig(**{**SMALL, "restarts": 1})
+    config = nica.FitConfig.from_flat({**SMALL, "restarts": 1})
     fitted = nica.fit(data.x, data.u, config=config)
     z = (data.x - data.x.mean(0)) / data.x.std(0)
     init_keys = estimator._seed_keys(config.seed, 1)[2]
@@ -146,7 +150,7 @@ def test_fit_equals_the_low_level_trainer_without_restarts(data):
         z.astype(np.float32),
         data.u,
         optimizer=estimator.make_optimizer(config, z.shape[0]),
-        **config.settings(config.epochs).__dict__,
+        loop=config.loop,
     )
     # The estimator records NLLs in the units of x: the trainer's, on z, plus sum(log scale).
     in_x_units = result.best_val_nll + np.log(fitted.scale).sum()
@@ -190,16 +194,19 @@ def test_readme_library_snippet_gives_what_nica_fit_gives(tmp_path, monkeypatch,
 def test_prior_shape_init_sets_the_gennorm_start_and_is_validated():
     aux = {"kind": "segments", "n_segments": 3}
     key = jax.random.key(0)
-    default = estimator.build_model(nica.FitConfig(depth=2), 4, aux, key=key)
+    two_layers = nica.ModelConfig(depth=2)
+    default = estimator.build_model(nica.FitConfig(model=two_layers), 4, aux, key=key)
     start = nica.core.conditional.gennorm_shape(default.prior.raw_shape[...])
     np.testing.assert_allclose(start, 1.02, rtol=1e-5)  # the Laplace end
-    custom = estimator.build_model(nica.FitConfig(depth=2, prior_shape_init=1.7), 4, aux, key=key)
+    custom = nica.ModelConfig(depth=2, prior=nica.PriorSpec(shape_init=1.7))
+    custom = estimator.build_model(nica.FitConfig(model=custom), 4, aux, key=key)
     np.testing.assert_allclose(
         nica.core.conditional.gennorm_shape(custom.prior.raw_shape[...]), 1.7
     )
     # The resolved start is part of the config's record (and so of nica run's cell keys).
     assert nica.FitConfig().to_dict()["resolved_prior_shape_init"] == 1.02
-    assert "resolved_prior_shape_init" not in nica.FitConfig(conditional=False).to_dict()
+    unconditional = nica.FitConfig(model=nica.ModelConfig(conditional=False))
+    assert "resolved_prior_shape_init" not in unconditional.to_dict()
     bad = {
         "strictly between 1.0 and 2.0, got 2.5": {"prior_shape_init": 2.5},
         "'laplace' prior has no shape": {"prior": "laplace", "prior_shape_init": 1.5},
@@ -207,4 +214,4 @@ def test_prior_shape_init_sets_the_gennorm_start_and_is_validated():
     }
     for message, fields in bad.items():
         with pytest.raises(ValueError, match=message):
-            nica.FitConfig(**fields).validate()
+            nica.FitConfig.from_flat(fields)

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 import nica.apps.experiment as experiment
+import nica.apps.experiment.cells as experiment_cells
+import nica.apps.experiment.runner as runner
 from nica.apps.cli import main
 
 QUIET = open(os.devnull, "w")  # noqa: SIM115
@@ -29,14 +31,14 @@ def _fastica_config(seeds=(0, 1)):
 
 
 def _counting_fits(monkeypatch):
-    """Replaces ``_fit_cells`` by a wrapper recording every seed it fits."""
-    real_fit, fitted_seeds = experiment._fit_cells, []
+    """Replaces ``fit_cells`` (as the runner calls it) by a wrapper recording every seed it fits."""
+    real_fit, fitted_seeds = runner.fit_cells, []
 
     def counting(*args, **kwargs):
         fitted_seeds.extend(args[3])
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(experiment, "_fit_cells", counting)
+    monkeypatch.setattr(runner, "fit_cells", counting)
     return fitted_seeds
 
 
@@ -94,21 +96,21 @@ def test_nll_gap_is_zero_for_the_true_model_and_positive_for_a_worse_one():
 def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch):
     reference = experiment.run_experiment("demo", out=tmp_path / "ref", smoke=True, log=QUIET)
     fitted_seeds = _counting_fits(monkeypatch)
-    counting = experiment._fit_cells
+    counting = runner.fit_cells
 
     def interrupted(*args, **kwargs):
         if len(fitted_seeds) == 2:
             raise KeyboardInterrupt
         return counting(*args, **kwargs)
 
-    monkeypatch.setattr(experiment, "_fit_cells", interrupted)
+    monkeypatch.setattr(runner, "fit_cells", interrupted)
     with pytest.raises(KeyboardInterrupt):
         experiment.run_experiment("demo", out=tmp_path / "run", smoke=True, log=QUIET)
     assert len(list((tmp_path / "run" / "cells").glob("*.json"))) == 2
     assert not list((tmp_path / "run" / "cells").glob("*.claim"))  # released on the way out
 
     fitted_seeds.clear()
-    monkeypatch.setattr(experiment, "_fit_cells", counting)
+    monkeypatch.setattr(runner, "fit_cells", counting)
     starts = []
     resumed = experiment.run_experiment(
         "demo", out=tmp_path / "run", smoke=True, log=QUIET, on_cell=lambda *a: starts.append(a)
@@ -132,7 +134,7 @@ def test_cells_of_another_config_are_refused_never_mixed(tmp_path, monkeypatch, 
     def no_fit(*args, **kwargs):
         raise AssertionError("a full-size fit started on top of smoke cells")
 
-    monkeypatch.setattr(experiment, "_fit_cells", no_fit)
+    monkeypatch.setattr(runner, "fit_cells", no_fit)
     assert main(["run", "demo", "--out", str(tmp_path)]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(errors) == 1 and "--force" in errors[0]  # one line, no traceback
@@ -170,7 +172,7 @@ def test_cell_key_covers_everything_that_determines_a_cell(monkeypatch):
     ]
     keys = {experiment.cell_key(*args) for args in changed}
     assert base not in keys and len(keys) == len(changed)
-    monkeypatch.setattr(experiment, "RESULT_FORMAT", experiment.RESULT_FORMAT + 1)
+    monkeypatch.setattr(experiment_cells, "RESULT_FORMAT", experiment_cells.RESULT_FORMAT + 1)
     assert experiment.cell_key(config, setting, "conditional", 0) != base
 
 
@@ -327,3 +329,15 @@ def test_recovery_verdicts_name_the_models_on_each_side():
         "- b: recovered by no model.",
         "- c: recovered by conditional.",
     ]
+
+
+def test_relative_gradient_configs_change_only_the_gradient_of_the_conditional_model():
+    """``nica run ivae-relative`` etc.: the benchmarks' conditional model in the ``relative``
+    mode, everything else as the default-mode configs."""
+    for name in ("ivae", "icebeem", "dimension"):
+        base, config = experiment.EXPERIMENTS[name], experiment.EXPERIMENTS[f"{name}-relative"]
+        assert config.models == ("conditional",) and dict(config.fit)["gradient"] == "relative"
+        assert config.fit[:-1] == base.fit and config.seeds == base.seeds
+        settings = base.settings[1:3] if name == "dimension" else base.settings
+        assert config.settings == settings
+        assert config.reproduce.endswith(f"--out results/gradient_benchmarks/relative/{name}")

@@ -1,24 +1,27 @@
 """Smoke runs of the experiment scripts into tmp_path, and their shared helper."""
 
+import importlib
 import json
 import math
-import runpy
 from pathlib import Path
 
 import pytest
 
 import nica
 import nica.fitting.data
+from experiments import gradient_cost_methods, gradient_cost_report, harness
+from experiments.dynamics_problem import make_problem
 from nica.core.gradients import DEFAULT_GRADIENT
 from nica.util.provenance import describe, environment
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 #: Every registered gradient mode but autodiff (the experiments' comparison set).
 COMPARED = tuple(name for name in nica.GRADIENTS if name != "autodiff")
+#: What every script writes into its out folder (besides its figures), as ``nica run`` does.
+REPORT = ["report.md", "results.json"]
 
 
 def _main(name: str):
-    return runpy.run_path(str(EXPERIMENTS / f"{name}.py"))["main"]
+    return importlib.import_module(f"experiments.{name}").main
 
 
 def _files(folder: Path) -> list[str]:
@@ -45,10 +48,9 @@ def _tables(path: Path) -> list[list[list[str]]]:
 
 
 def test_gradient_cost_smoke(tmp_path):
-    script = runpy.run_path(str(EXPERIMENTS / "gradient_cost.py"))
-    script["main"](["--smoke", "--out", str(tmp_path)])
-    records = json.loads((tmp_path / "gradient_cost.json").read_text())
-    methods = script["METHODS"]
+    _main("gradient_cost")(["--smoke", "--out", str(tmp_path)])
+    records = json.loads((tmp_path / "results.json").read_text())
+    methods = gradient_cost_methods.METHODS
     assert {"relative", "backprop", "step:default", "step:backprop"} <= set(methods)
     assert {f"step:{name}" for name in nica.GRADIENTS} <= set(methods)
     assert [(r["dim"], r["method"]) for r in records] == [(d, m) for d in (8, 16) for m in methods]
@@ -65,7 +67,7 @@ def test_gradient_cost_smoke(tmp_path):
         mode = nica.resolve_gradient(DEFAULT_GRADIENT, dim, 100).name
         assert by["step:default"]["mode"] == mode == "relative_coords"  # D <= B
         assert by["step:default"]["median_s"] == by[f"step:{mode}"]["median_s"]
-    grad, steps, ratios, slopes = _tables(tmp_path / "gradient_cost.md")
+    grad, steps, ratios, slopes = _tables(tmp_path / "report.md")
     assert [row[0] for row in grad[2:]] == [row[0] for row in steps[2:]] == ["8", "16"]
     assert grad[3][3] == steps[3][steps[0].index("step:autodiff")] == "skipped"
     assert all(float(cell) > 0 for row in ratios[2:] for cell in row[1:])
@@ -73,30 +75,30 @@ def test_gradient_cost_smoke(tmp_path):
     assert {row[0] for row in slopes[2:]} == set(methods) - set(autodiff)
     assert all(row[2] == "8..16" and math.isfinite(float(row[1])) for row in slopes[2:])
     assert (tmp_path / "gradient_cost.png").stat().st_size > 0
-    assert _files(tmp_path) == [f"gradient_cost.{ext}" for ext in ("json", "md", "png")]
+    assert _files(tmp_path) == ["gradient_cost.png", *REPORT]
 
 
 def test_gradient_cost_slopes_and_skips():
-    script = runpy.run_path(str(EXPERIMENTS / "gradient_cost.py"))
     records = [
         {"dim": d, "method": "step:backprop", "median_s": 1e-9 * d**2} for d in (256, 512, 1024)
     ]
-    slopes = script["fitted_slopes"](records, 512)
+    slopes = gradient_cost_report.fitted_slopes(records, 512)
     assert slopes["step:backprop"]["dims"] == [512, 1024]
     assert slopes["step:backprop"]["slope"] == pytest.approx(2.0)
-    assert script["slow_rows"](2048, 2048, 100) == (set(), None)
-    slow, reason = script["slow_rows"](4096, 2048, 100)
-    assert script["default_mode"](4096, 100) == "relative_pooled"
+    slow_rows = gradient_cost_methods.slow_rows
+    assert slow_rows(2048, 2048, 100) == (set(), None)
+    slow, reason = slow_rows(4096, 2048, 100)
+    assert gradient_cost_methods.default_mode(4096, 100) == "relative_pooled"
     expected = {"ordinary"} | {
         f"step:{name}" for name, mode in nica.GRADIENTS.items() if not mode.bd2_step
     }
     assert slow == expected and "--slow-max-dim=2048" in reason
     # A default that resolves to a mode without bd2_step keeps its step row.
-    assert "step:relative_coords" not in script["slow_rows"](4096, 2048, 8192)[0]
+    assert "step:relative_coords" not in slow_rows(4096, 2048, 8192)[0]
 
 
 def test_gradient_cost_skip_reason():
-    skip = runpy.run_path(str(EXPERIMENTS / "gradient_cost.py"))["autodiff_skip_reason"]
+    skip = gradient_cost_methods.autodiff_skip_reason
     kwargs = dict(max_dim=512, max_bytes=2**30, max_seconds=60.0, calls=12)
     assert skip(256, 100, previous=None, **kwargs) is None
     assert "max-dim" in skip(1024, 100, previous=None, **kwargs)
@@ -109,7 +111,7 @@ def test_dynamics_smoke(tmp_path):
     modes = ("ordinary", *(m for m in COMPARED if m != "ordinary"))
     pairs = {(o, g) for o in ("adam", "sgd") for g in modes}
     assert {(r["optimizer"], r["gradient"]) for r in rows} == pairs
-    record = json.loads((tmp_path / "dynamics.json").read_text())
+    record = json.loads((tmp_path / "results.json").read_text())
     assert record["mixing"] == "teacher" and math.isfinite(record["reference_nll"])
     for opt, by_grad in record["curves"].items():
         assert record["epochs_recorded"][opt] == list(range(21))
@@ -143,13 +145,12 @@ def test_dynamics_smoke(tmp_path):
     n_rel = len(modes) - 1
     assert len(shared) == 2 * n_rel * 3  # optimizers x relative modes x grid rates
     n_rows = 2 * len(modes) + 1 + 2 * n_rel + 1 + 2 * n_rel * 3
-    assert len(_table_rows(tmp_path / "dynamics.md")) == n_rows
+    assert len(_table_rows(tmp_path / "report.md")) == n_rows
     assert (tmp_path / "dynamics.png").stat().st_size > 0
-    assert _files(tmp_path) == [f"dynamics.{ext}" for ext in ("json", "md", "png")]
+    assert _files(tmp_path) == ["dynamics.png", *REPORT]
 
 
 def test_dynamics_problem_reference_nll():
-    make_problem = runpy.run_path(str(EXPERIMENTS / "dynamics.py"))["make_problem"]
     x, reference = make_problem(0, 500)
     assert x.shape == (500, 2) and abs(x.mean()) < 1e-5 and x.std(axis=0) == pytest.approx(1)
     # The Laplace entropy (2 + 2 log 2 = 3.39 nats for two sources) minus the mean
@@ -175,8 +176,8 @@ def test_throughput_smoke(tmp_path):
     assert records[1]["speedup"] == pytest.approx(
         records[1]["samples_per_s"] / records[0]["samples_per_s"]
     )
-    assert len(_table_rows(tmp_path / "throughput.md")) == 2
-    assert _files(tmp_path) == ["throughput.json", "throughput.md"]
+    assert len(_table_rows(tmp_path / "report.md")) == 2
+    assert _files(tmp_path) == REPORT
 
 
 def test_density2d_smoke(tmp_path):
@@ -184,10 +185,10 @@ def test_density2d_smoke(tmp_path):
     assert len(rows) == 2
     for r in rows:
         assert math.isfinite(r["test_nll"]) and math.isfinite(r["gaussian_test_nll"])
-    table = _table_rows(tmp_path / "density2d.md")
+    table = _table_rows(tmp_path / "report.md")
     assert [row[0] for row in table] == [r["name"] for r in rows]
     assert (tmp_path / "density2d.png").stat().st_size > 0
-    assert _files(tmp_path) == [f"density2d.{ext}" for ext in ("json", "md", "png")]
+    assert _files(tmp_path) == ["density2d.png", *REPORT]
 
 
 def test_optimizer_probe_smoke(tmp_path):
@@ -195,52 +196,40 @@ def test_optimizer_probe_smoke(tmp_path):
     combos = {(r["gradient"], r["optimizer"]) for r in records}
     assert combos == {(g, o) for g in COMPARED for o in ("adam", "sgd_momentum")}
     assert all(0 < r["mcc_pearson"] <= 1 and math.isfinite(r["best_val_nll"]) for r in records)
-    assert len(_table_rows(tmp_path / "optimizer_probe.md")) == 2 * len(COMPARED)
-    assert _files(tmp_path) == ["optimizer_probe.json", "optimizer_probe.md"]
-
-
-def test_gradient_benchmarks_smoke(tmp_path):
-    script = runpy.run_path(str(EXPERIMENTS / "gradient_benchmarks.py"))
-    for config in script["configs"]("relative").values():
-        assert dict(config.fit)["gradient"] == "relative"
-        assert config.models == ("conditional",)
-    rows = script["main"](["--smoke", "--out", str(tmp_path)])["ivae"]
-    assert {r["model"] for r in rows} == {"conditional"}
-    assert all(r["diverged"] == 0 and 0 < r["mcc_pearson"][0] <= 1 for r in rows)
-    assert (tmp_path / "ivae" / "report.md").stat().st_size > 0
+    assert len(_table_rows(tmp_path / "report.md")) == 2 * len(COMPARED)
+    assert _files(tmp_path) == REPORT
 
 
 def test_harness_parser_tables_and_files(tmp_path):
-    harness = runpy.run_path(str(EXPERIMENTS / "harness.py"))
-    parser = harness["experiment_parser"]("Doc line.\n\nMore.", out=tmp_path, smoke={"n": 2})
-    parser.add_argument("--n", type=harness["positive_int"], default=10)
+    parser = harness.experiment_parser("Doc line.\n\nMore.", out=tmp_path, smoke={"n": 2})
+    parser.add_argument("--n", type=harness.positive_int, default=10)
     assert parser.description == "Doc line."
     assert (parser.parse_args([]).n, parser.parse_args(["--smoke", "--n", "5"]).n) == (10, 2)
     assert parser.parse_args([]).out == tmp_path
     with pytest.raises(SystemExit):
         parser.parse_args(["--n", "0"])
-    typo = harness["experiment_parser"]("Doc.", out=None, smoke={"m": 1})
+    typo = harness.experiment_parser("Doc.", out=None, smoke={"m": 1})
     with pytest.raises(TypeError, match="'m'"):
         typo.parse_args(["--smoke"])
-    assert set(harness["COMPARED_GRADIENTS"]) == set(COMPARED)
+    assert set(harness.COMPARED_GRADIENTS) == set(COMPARED)
 
-    table = harness["markdown_table"](("a", "b"), [(1, "x"), (2.5, "y")])
+    table = harness.markdown_table(("a", "b"), [(1, "x"), (2.5, "y")])
     assert table == "| a | b |\n|---|---|\n| 1 | x |\n| 2.5 | y |"
     with pytest.raises(ValueError, match="2 cells"):
-        harness["markdown_table"](("a",), [(1, 2)])
-    assert harness["markdown_document"]("T", "text", "", table) == f"# T\n\ntext\n\n{table}\n"
+        harness.markdown_table(("a",), [(1, 2)])
+    assert harness.markdown_document("T", "text", "", table) == f"# T\n\ntext\n\n{table}\n"
 
     out = tmp_path / "report"
-    harness["write_report"](out, "x", {"k": [1.5, None]}, "# x\n")
-    fig, ax = harness["pyplot"]().subplots()
+    harness.write_report(out, {"k": [1.5, None]}, "# x\n")
+    fig, ax = harness.pyplot().subplots()
     ax.plot([0, 1])
-    harness["save_figure"](fig, out / "x.png", dpi=40)
-    assert _files(out) == ["x.json", "x.md", "x.png"]
-    written = json.loads((out / "x.json").read_text())
+    harness.save_figure(fig, out / "x.png", dpi=40)
+    assert _files(out) == [*REPORT, "x.png"]
+    written = json.loads((out / "results.json").read_text())
     assert written["k"] == [1.5, None] and written["environment"] == environment()
-    assert (out / "x.md").read_text() == f"# x\n\nRun with {describe()}.\n"
+    assert (out / "report.md").read_text() == f"# x\n\nRun with {describe()}.\n"
     assert (out / "x.png").stat().st_size > 0
-    records = harness["write_records_as_they_come"](out / "log.json", ([{"i": i}] for i in (0, 1)))
+    records = harness.write_records_as_they_come(out / "log.json", ([{"i": i}] for i in (0, 1)))
     assert records == [{"i": 0}, {"i": 1}] == json.loads((out / "log.json").read_text())
 
 
@@ -252,7 +241,7 @@ def test_outlier_tolerance_smoke(tmp_path):
     assert clean["target_squash"] == 1.0 and planted["squash"] == pytest.approx(30.0, rel=1e-6)
     assert planted["isolation"] > limit > clean["isolation"]  # the rule refuses the planted row
     assert all(0.0 <= r["mcc_pearson"] <= 1.0 for r in records)
-    report = json.loads((tmp_path / "outlier_tolerance.json").read_text())
+    report = json.loads((tmp_path / "results.json").read_text())
     gaussian = [r for r in report["clean"] if r["family"] == "gaussian"]
     assert len(gaussian) == 4 and all(r["refused"] == 0.0 for r in gaussian)
-    assert _files(tmp_path) == ["outlier_tolerance.json", "outlier_tolerance.md"]
+    assert _files(tmp_path) == REPORT

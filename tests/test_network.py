@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from nica.core.activations import is_learnable
+from nica.core.activations import MonotoneMixtureSpec, is_learnable
 from nica.core.gradients import GRADIENTS
 from nica.core.network import DemixingNetwork, InvertibleDense
 from nica.core.relative import square_kernel_mask
-from nica.fitting.estimator import FitConfig, build_model
+from nica.fitting.build import build_model
+from nica.fitting.config import FitConfig, ModelConfig
 
 ACTIVATION_CASES = {
     "smooth_leaky_relu": ("smooth_leaky_relu", {"slope": 0.2}),
@@ -195,7 +196,8 @@ def test_activation_parameters_get_ordinary_gradients(x64):
 
 
 def test_build_model_initialises_learnable_activations_under_vmap():
-    config = FitConfig(activation="monotone_mixture", depth=3, activation_tail_slope=2.0)
+    mixture = MonotoneMixtureSpec(tail_slope=2.0)
+    config = FitConfig(model=ModelConfig(depth=3, activation=mixture))
 
     def init(key):
         return nnx.state(build_model(config, 4, None, key=key), nnx.Param)

@@ -2,11 +2,9 @@
 
 import json
 import os
-import runpy
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -18,7 +16,7 @@ import nica
 from nica.core.conditional import SegmentPrior
 from nica.core.model import ICAModel
 from nica.core.network import DemixingNetwork
-from nica.fitting.estimator import FitConfig
+from nica.fitting.config import FitConfig
 from nica.fitting.training import seed_sharding, train, train_seeds
 
 N_SEGMENTS, DIM = 4, 3
@@ -92,7 +90,9 @@ def test_a_diverging_seed_does_not_affect_the_others(x64):
 def test_fit_seeds_matches_fit_seed_by_seed():
     """nica.fit_seeds (seeds x restarts vmapped, data broadcast over restarts) gives each seed
     what nica.fit gives it alone."""
-    config = FitConfig(epochs=3, depth=2, eval_every=1, batch_size=64, restarts=3, restart_epochs=2)
+    config = FitConfig.from_flat(
+        dict(epochs=3, depth=2, eval_every=1, batch_size=64, restarts=3, restart_epochs=2)
+    )
     data = [_data(seed) for seed in (5, 6)]
     together = nica.fit_seeds(
         [x for x, _ in data], [u for _, u in data], seeds=[5, 6], config=config
@@ -171,19 +171,22 @@ def test_seed_axis_shards_over_four_host_devices():
 
 
 def test_seeds_vmap_benchmark_smoke(tmp_path):
-    path = Path(__file__).resolve().parents[1] / "experiments" / "seeds_vmap.py"
-    records = runpy.run_path(str(path))["main"](["--smoke", "--out", str(tmp_path)])
+    from experiments import seeds_vmap
+
+    records = seeds_vmap.main(["--smoke", "--out", str(tmp_path)])
     assert [r["seeds"] for r in records] == [1, 2]
     for r in records:
         assert r["sequential_s"] > 0 and r["vmapped_s"] > 0
         assert r["max_abs_mcc_diff"] < 1e-3  # the two modes recover the same sources
-    table = (tmp_path / "seeds_vmap.md").read_text()
+    table = (tmp_path / "report.md").read_text()
     assert "| 1 |" in table and "| 2 |" in table
 
 
 def test_restarts_keep_the_initialisation_with_the_best_validation_nll():
     x, u = _data(7)
-    config = FitConfig(epochs=2, depth=2, batch_size=64, restarts=4, restart_epochs=3)
+    config = FitConfig.from_flat(
+        dict(epochs=2, depth=2, batch_size=64, restarts=4, restart_epochs=3)
+    )
     fitted = nica.fit(x, u, config=config)
     val = fitted.restarts["val_nll"]
     assert len(val) == 4 and len(set(val)) == 4  # distinct initialisations

@@ -3,8 +3,6 @@
 import itertools
 import json
 import pickle
-import runpy
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -497,11 +495,12 @@ def test_validate_arrays_is_reusable():
 
 
 def test_mcc_floor_script_smoke(tmp_path):
-    script = Path(__file__).resolve().parents[1] / "experiments" / "mcc_floor.py"
-    main = runpy.run_path(str(script))["main"]
-    out = tmp_path / "floor.md"
-    table = main(["--presets", "tiny", "--out", str(out)])
-    assert out.read_text() == table
+    from experiments import mcc_floor
+
+    table = mcc_floor.main(["--presets", "tiny", "--out", str(tmp_path)])
+    assert (tmp_path / "report.md").read_text().startswith(table.rstrip())
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [r["preset"] for r in rows] == ["tiny"]
     row = next(line for line in table.splitlines() if line.startswith("| tiny"))
     pearson, spearman = (float(v) for v in row.strip("| ").split("|")[2:4])
     assert 0.0 < pearson < 1.0 and 0.0 < spearman < 1.0

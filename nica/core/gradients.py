@@ -105,7 +105,7 @@ class Ordinary(GradientMode):
 
 @dataclasses.dataclass(frozen=True)
 class Relative(GradientMode):
-    """MATH.md's augmented relative gradient ``What What^T G``; the log-det carrier is zero."""
+    """The augmented relative gradient ``What What^T G`` (docs/math.md); zero log-det carrier."""
 
     name: str = "relative"
     relative: bool = True
@@ -123,7 +123,7 @@ class RelativeCoordinates(GradientMode):
     """The optimizer runs on ``E`` of ``W (I + E)``: gradients ``W^T G_W``, updates ``W U``.
 
     Biases and prior parameters keep ordinary gradients. With plain SGD this is the relative
-    gradient step of MATH.md; with Adam the elementwise scaling acts on the equivariant ``E``.
+    gradient step of docs/math.md; with Adam the elementwise scaling acts on the equivariant ``E``.
     The map-back ``W U`` is one D x D x D product per layer and step (O(B D^2) only while
     D <= B).
     """

@@ -1,6 +1,6 @@
 """Invertible fully connected demixing networks (Flax NNX).
 
-Row convention (MATH.md, as ``nnx.Linear``): a layer computes ``y = z @ W + b`` with ``W`` of
+Row convention (docs/math.md, as ``nnx.Linear``): a layer computes ``y = z @ W + b`` with ``W`` of
 shape ``(dim, dim)``. The network is ``z_0 = x``, ``y_k = z_{k-1} W_k + b_k``,
 ``z_k = sigma(y_k)`` for ``k < L`` and ``s = y_L`` (last layer linear), so
 

@@ -14,7 +14,7 @@ computed from the optimizer's own update and state (the bias correction cancels 
 and ``pool(EMA(g^2)) = EMA(pool(g^2))`` is the pooled second moment exactly). So the user's
 learning rate, schedule, betas, clipping and state are used unchanged; an optimizer without a
 second moment (``optax.sgd``, momentum) passes through untouched, so plain SGD on ``R`` stays
-the relative-gradient step of MATH.md. Cost O(D^2) per kernel, no D x D x D product.
+the relative-gradient step of docs/math.md. Cost O(D^2) per kernel, no D x D x D product.
 
 The second moment is found in the optimizer state by its name ``nu`` (``optax.adam``,
 ``adamw``, ``rmsprop``, ``amsgrad``'s ``ScaleByAdamState``, ...; ``inject_hyperparams`` and

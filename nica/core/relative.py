@@ -1,4 +1,4 @@
-"""The relative gradient of a square dense layer (MATH.md, "Relative gradient", "With biases").
+"""The relative gradient of a square dense layer (docs/math.md, "Relative gradient", "With biases").
 
 Two pure array functions with a custom VJP carry the whole method:
 
@@ -22,10 +22,10 @@ coordinates of the multiplicative perturbation. Each layer is written locally as
 :func:`in_relative_coordinates` wraps any Optax optimizer so that its update ``U`` for ``E`` is
 applied as ``W <- W + W U`` (one D x D x D product, no inverse) and its update for ``beta`` as
 ``b <- b + U_b``. With plain SGD this is exactly ``W <- W - lr W W^T G_W`` (the relative gradient
-of MATH.md) and an ordinary step for ``b``; with an adaptive optimizer (Adam) the elementwise
+of docs/math.md) and an ordinary step for ``b``; with an adaptive optimizer (Adam) the elementwise
 scaling acts on ``E``, where the problem is equivariant, rather than on ``W W^T G_W``. The bias
-keeps its ordinary gradient (MATH.md: parameters that are not square layer matrices get ordinary
-gradients), which avoids the ``(1 + b b^T)`` and ``W b^T`` couplings of the augmented form.
+keeps its ordinary gradient (docs/math.md: parameters that are not square layer matrices get
+ordinary gradients), which avoids the ``(1 + b b^T)`` and ``W b^T`` couplings of the augmented form.
 
 The same step without the map-back (gradient mode ``relative_pooled``):
 :func:`relative_kernel_dense` returns ``W (W^T G_W) = (W Y0^T) Delta`` for the kernel, i.e.
@@ -125,7 +125,7 @@ relative_log_abs_det.defvjp(_relative_log_abs_det_fwd, _relative_log_abs_det_bwd
 def relative_gradient_reference(
     kernel: jax.Array, bias: jax.Array, grad_kernel: jax.Array, grad_bias: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """The explicit formula ``What What^T G`` of MATH.md, O(D^3); for tests and checks only.
+    """The explicit formula ``What What^T G`` of docs/math.md, O(D^3); for tests and checks only.
 
     Args:
       kernel: ``W``, shape ``(dim, dim)``.

@@ -4,14 +4,18 @@ standardised by ``nica.fitting.data`` (one path for every model), one record per
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from nica.fitting.auxiliary import encode_aux, read_aux
 from nica.fitting.data import Standardisation, check_observations, standardise
 
-__all__ = ["Prepared", "aux_input", "new_aux_input", "prepare_seeds"]
+__all__ = ["Prepared", "aux_input", "init_seeds", "new_aux_input", "prepare_seeds"]
 
 
 class Prepared(NamedTuple):
@@ -80,3 +84,19 @@ def new_aux_input(u, aux: dict, n: int) -> np.ndarray:
     if u.ndim == 0 or u.shape[0] != n:
         raise ValueError(f"u has shape {u.shape} but x has {n} rows")
     return aux_input(encode_aux(u, aux, where="u"), aux)
+
+
+def init_seeds(build: Callable[[jax.Array], nnx.Module], seeds: list[int]) -> tuple:
+    """One network per seed, built by ``build(key)`` from the first half of a split of
+    ``jax.random.key(seed)``.
+
+    Returns:
+      ``(graphdef, params, rest, train_keys)``: the networks' structure, their parameters
+      stacked on a leading seed axis ``(S, ...)``, the non-parameter state (of the first
+      seed's network), and the second halves of the splits ``(S,)`` for training.
+    """
+    keys = jnp.stack([jax.random.key(s) for s in seeds])
+    init_keys, train_keys = jax.vmap(lambda k: tuple(jax.random.split(k)))(keys)
+    graphdef, _, rest = nnx.split(build(init_keys[0]), nnx.Param, ...)
+    params = jax.jit(jax.vmap(lambda k: nnx.state(build(k), nnx.Param)))(init_keys)
+    return graphdef, params, rest, train_keys

@@ -38,9 +38,10 @@ from flax import nnx
 
 from nica.fitting.data import Standardisation, check_observations
 from nica.fitting.training import ProgressEvent
-from nica.methods.inputs import aux_input, new_aux_input, prepare_seeds
+from nica.methods.inputs import aux_input, init_seeds, new_aux_input, prepare_seeds
 from nica.methods.loop import run_loop
 from nica.methods.networks import MLP, get_hidden_activation
+from nica.methods.settings import with_settings
 
 __all__ = ["IVAE", "FittedIVAE", "IVAEConfig", "fit_ivae", "fit_ivae_seeds", "ivae_loss"]
 
@@ -226,12 +227,7 @@ def _posterior(model: IVAE, x, u):
 
 
 def _resolve(config: IVAEConfig | None, overrides: dict) -> IVAEConfig:
-    config = IVAEConfig() if config is None else config
-    names = {f.name for f in dataclasses.fields(IVAEConfig)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ValueError(f"unknown IVAEConfig setting(s) {unknown}; known: {sorted(names)}")
-    return dataclasses.replace(config, **overrides).validate()
+    return with_settings(IVAEConfig() if config is None else config, overrides)
 
 
 def _optimizer(config: IVAEConfig, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -281,8 +277,6 @@ def fit_ivae_seeds(
     )
     dim, aux = prepared[0].z.shape[1], prepared[0].aux
     inputs = [aux_input(p.u, aux) for p in prepared]
-    keys = jnp.stack([jax.random.key(s) for s in seeds])
-    init_keys, train_keys = jax.vmap(lambda k: tuple(jax.random.split(k)))(keys)
 
     def build(key):
         return IVAE(
@@ -294,8 +288,7 @@ def fit_ivae_seeds(
             rngs=nnx.Rngs(params=key),
         )
 
-    graphdef, _, rest = nnx.split(build(init_keys[0]), nnx.Param, ...)
-    params = jax.jit(jax.vmap(lambda k: nnx.state(build(k), nnx.Param)))(init_keys)
+    graphdef, params, rest, train_keys = init_seeds(build, seeds)
     n = prepared[0].z.shape[0]
     batch_size = min(config.batch_size, n)
 

@@ -30,16 +30,16 @@ from flax import nnx
 
 from nica.fitting.data import Standardisation, check_observations
 from nica.fitting.training import ProgressEvent
-from nica.methods.inputs import prepare_seeds
+from nica.methods.fastica import FastICAConfig, linear_ica
+from nica.methods.inputs import init_seeds, prepare_seeds
 from nica.methods.loop import run_loop
 from nica.methods.networks import MaxoutFeatures
+from nica.methods.settings import with_settings
 
 __all__ = ["TCL", "FittedTCL", "TCLConfig", "fit_tcl", "fit_tcl_seeds", "tcl_loss"]
 
 #: Fewest optimizer steps per compiled call of the loop (small data: several passes per call).
 MIN_STEPS_PER_CALL = 50
-#: FastICA of the features, as nica's own ``fastica`` model runs it.
-FASTICA_SETTINGS = {"whiten": "unit-variance", "max_iter": 1000}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,12 +172,7 @@ def _logits(model: TCL, z):
 
 
 def _resolve(config: TCLConfig | None, overrides: dict) -> TCLConfig:
-    config = TCLConfig() if config is None else config
-    names = {f.name for f in dataclasses.fields(TCLConfig)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ValueError(f"unknown TCLConfig setting(s) {unknown}; known: {sorted(names)}")
-    return dataclasses.replace(config, **overrides).validate()
+    return with_settings(TCLConfig() if config is None else config, overrides)
 
 
 def pca_whitening(z: np.ndarray) -> np.ndarray:
@@ -188,14 +183,9 @@ def pca_whitening(z: np.ndarray) -> np.ndarray:
 
 
 def _fastica(features: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """FastICA's ``(mean (D,), unmixing (D, D))`` of ``features (N, D)``."""
-    try:
-        from sklearn.decomposition import FastICA
-    except ImportError:  # pragma: no cover - the baselines extra installs it
-        raise ValueError(
-            "tcl's final linear ICA needs scikit-learn: pip install 'nica[baselines]'"
-        ) from None
-    ica = FastICA(**FASTICA_SETTINGS, random_state=seed).fit(features)
+    """FastICA's ``(mean (D,), unmixing (D, D))`` of ``features (N, D)``, with the settings of
+    the ``fastica`` method."""
+    ica = linear_ica(FastICAConfig(seed=seed), who="tcl's final linear ICA").fit(features)
     return ica.mean_, ica.components_
 
 
@@ -243,8 +233,6 @@ def fit_tcl_seeds(
     prepared = prepare_seeds(xs, us, seeds, method="tcl", labels_only=True, enabled=True)
     whitenings = [pca_whitening(p.z) if config.whiten else np.eye(p.z.shape[1]) for p in prepared]
     dim, n_segments = prepared[0].z.shape[1], prepared[0].aux["n_segments"]
-    keys = jnp.stack([jax.random.key(s) for s in seeds])
-    init_keys, train_keys = jax.vmap(lambda k: tuple(jax.random.split(k)))(keys)
 
     def build(key):
         return TCL(
@@ -252,8 +240,7 @@ def fit_tcl_seeds(
             rngs=nnx.Rngs(params=key),
         )  # fmt: skip
 
-    graphdef, _, rest = nnx.split(build(init_keys[0]), nnx.Param, ...)
-    params = jax.jit(jax.vmap(lambda k: nnx.state(build(k), nnx.Param)))(init_keys)
+    graphdef, params, rest, train_keys = init_seeds(build, seeds)
 
     def loss_fn(p, key, x, labels):
         return tcl_loss(nnx.merge(graphdef, p, rest), x, labels, weight_decay=config.weight_decay)

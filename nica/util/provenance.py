@@ -30,7 +30,7 @@ def _version(name: str) -> str | None:
 def git_commit() -> str | None:
     """The commit of the checkout this package was imported from (``+dirty`` when it has
     uncommitted changes to tracked files), or ``None`` outside a git checkout."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         return None
     try:

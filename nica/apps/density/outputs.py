@@ -1,47 +1,19 @@
-"""``nica density``: fit a density to a tabular ``.npz`` and report its test log-likelihood.
-
-    nica density --data FILE.npz --out DIR [--logit LOW HIGH] [--dequantise] [--alpha A]
-                 [--copies K] [--test-fraction F] [--image-shape H W] [--conditional]
-                 [--seed N] [--epochs E] [--depth L] [--prior NAME] [--gradient MODE]
-                 [--force] [--quiet]
-
-Without ``--depth`` the demixer's depth is chosen on the validation rows among
-``nica.apps.density.DENSITY_CANDIDATES``. Prints every test log-likelihood with its model, what it
-is (``log p(x | u)`` or ``log p(x)``), its unit and direction, and one line per comparison
-with the Gaussian baseline saying whether nica beats it or loses to it. Writes
-``config.json``, ``metrics.json`` (the same numbers, labelled, with ``units``,
-``comparisons``, ``nica_loses_to_gaussian`` and ``selection``), ``report.md``,
-``samples.png`` (data next to samples drawn through the exact inverse; an image grid with
-``--image-shape``), ``training_curve.png`` (every candidate's) and ``checkpoint/``. The
-parsing lives here; :mod:`nica.apps.cli` only hooks it in.
-"""
+"""What ``nica density`` writes into ``--out``: ``config.json``, ``metrics.json``, ``report.md``,
+``samples.png``, ``training_curve.png`` and ``checkpoint/``, and the report it prints."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from nica.apps.density import (
-    DENSITY_CANDIDATES,
-    DENSITY_OVERRIDES,
-    LOG_LIKELIHOOD_UNITS,
-    DensityFit,
-    Preprocessing,
-    compare_with_gaussian,
-    fit_density,
-    resolve_copies,
-    summarise_fit,
-)
-from nica.fitting.data import load_observations
-from nica.fitting.estimator import FitConfig
+from nica.apps.density.pipeline import DensityFit
+from nica.apps.density.summary import LOG_LIKELIHOOD_UNITS, compare_with_gaussian, summarise_fit
 from nica.util.files import write_json, write_text
-from nica.util.progress import fit_progress, progress_enabled
 from nica.util.provenance import describe, environment
 
-__all__ = ["DENSITY_OUTPUTS", "add_density_parser"]
+__all__ = ["DENSITY_OUTPUTS", "write_outputs"]
 
 #: What ``nica density`` writes into ``--out``; ``--force`` replaces these.
 DENSITY_OUTPUTS = (
@@ -60,134 +32,12 @@ _BITS = "bits/dim (lower is better)"
 _CURVE_UNITS = "nats/sample of T(x), the preprocessed data; lower is better"
 
 
-def add_density_parser(commands, formatter_class) -> None:
-    """Adds the ``density`` subcommand to ``commands`` (an argparse subparsers object)."""
-    defaults = FitConfig(**{**DENSITY_OVERRIDES, "conditional": False})
-    depths = ", ".join(c.name for c in DENSITY_CANDIDATES)
-    cmd = commands.add_parser(
-        "density",
-        help="fit a density to an .npz file (test log-likelihood, samples)",
-        description="Splits x into train/validation/test, fits a nica density (a Gaussian "
-        "base through the demixer, conditional on the labels u with --conditional) and "
-        "reports the exact test log-likelihood in the data's units, counting the "
-        "preprocessing's log-Jacobian, next to a full-covariance Gaussian's on the same split.",
-        formatter_class=formatter_class,
-    )
-    cmd.add_argument("--data", required=True, metavar="FILE", help=".npz with x (N, D)")
-    cmd.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    cmd.add_argument(
-        "--logit",
-        nargs=2,
-        type=float,
-        metavar=("LOW", "HIGH"),
-        default=None,
-        help="data bounded in [LOW, HIGH]: model logit((x - LOW) / width) (default: x as is)",
-    )
-    cmd.add_argument(
-        "--dequantise",
-        action="store_true",
-        help="integer data: add U(0, 1) noise first (needs --logit with integer bounds)",
-    )
-    cmd.add_argument("--alpha", type=float, default=Preprocessing().alpha, help="logit shrink")
-    cmd.add_argument(
-        "--copies",
-        type=int,
-        default=None,
-        metavar="K",
-        help="noise draws per training row (default: 8 with --dequantise, else 1)",
-    )
-    for flag, default, text in (
-        ("--test-fraction", 0.2, "share of rows held out for the test log-likelihood"),
-        ("--validation-fraction", 0.1, "share of rows held out for early stopping and depth"),
-    ):
-        cmd.add_argument(flag, type=float, default=default, metavar="F", help=text)
-    cmd.add_argument(
-        "--image-shape", nargs=2, type=int, metavar=("H", "W"), help="show rows as H x W images"
-    )
-    cmd.add_argument(
-        "--conditional", action="store_true", help="condition on the labels u of the file"
-    )
-    cmd.add_argument("--seed", type=int, default=0, metavar="N", help="split, noise, fit")
-    cmd.add_argument("--epochs", type=int, default=defaults.epochs, metavar="E")
-    cmd.add_argument(
-        "--depth",
-        type=int,
-        default=None,
-        metavar="L",
-        help=f"demixer layers (default: chosen on the validation rows among {depths})",
-    )
-    cmd.add_argument("--prior", default=defaults.prior, metavar="NAME", help="base density")
-    cmd.add_argument("--gradient", default=defaults.gradient, metavar="MODE")
-    cmd.add_argument("--learning-rate", type=float, default=defaults.learning_rate, metavar="LR")
-    cmd.add_argument("--force", action="store_true", help="replace an earlier run in --out")
-    cmd.add_argument("--quiet", action="store_true", help="no progress bars")
-    cmd.set_defaults(handler=run_density)
-
-
-def _preprocessing(args) -> Preprocessing:
-    if args.logit is None:
-        if args.dequantise:
-            raise ValueError("--dequantise needs --logit LOW HIGH (the data's integer bounds)")
-        return Preprocessing()
-    low, high = args.logit
-    return Preprocessing(
-        logit=True, low=low, high=high, dequantise=args.dequantise, alpha=args.alpha
-    ).validate()
-
-
-def _prepare_out(out: Path, force: bool) -> None:
-    earlier = [name for name in DENSITY_OUTPUTS if (out / name).exists()]
-    if earlier and not force:
-        raise ValueError(
-            f"--out {out} holds an earlier run ({', '.join(earlier)}); pass --force to replace it"
-        )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"--out {out}: cannot write there ({err.strerror or err})") from None
-
-
-def run_density(args) -> int:
-    """The ``nica density`` handler: fit, evaluate, write; returns the exit status."""
-    data = load_observations(args.data)
-    if args.conditional and data.u is None:
-        raise ValueError(f"{args.data}: --conditional needs labels u in the file")
-    if args.image_shape and args.image_shape[0] * args.image_shape[1] != data.x.shape[1]:
-        raise ValueError(
-            f"--image-shape {args.image_shape} does not hold {data.x.shape[1]} columns"
-        )
-    preprocessing = _preprocessing(args)
-    copies = resolve_copies(args.copies, preprocessing)
-    out = Path(args.out)
-    _prepare_out(out, args.force)
-    u = data.u if args.conditional else None
-    names = ("epochs", "depth", "prior", "gradient", "learning_rate")
-    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    start = time.perf_counter()
-    with fit_progress(progress_enabled(args.quiet)) as progress:
-        result = fit_density(
-            data.x,
-            u,
-            preprocessing=preprocessing,
-            seed=args.seed,
-            test_fraction=args.test_fraction,
-            validation_fraction=args.validation_fraction,
-            copies=copies,
-            progress=progress,
-            where=str(args.data),
-            **overrides,
-        )
-    wall = time.perf_counter() - start
-    _write_outputs(out, args, result, data.x, copies, wall)
-    return 0
-
-
 def _nica_name(result: DensityFit) -> str:
     """The nica model as the report names it: its depth, and how the depth was set."""
     fitted = result.model.fitted
     name = "nica, conditional on the class" if result.conditional else "nica"
     if result.selection is None:
-        return f"{name} (depth {fitted.config.depth}, set by --depth)"
+        return f"{name} (depth {fitted.config.model.depth}, set by --depth)"
     chosen = result.selection.candidates[result.selection.chosen].name
     return f"{name} ({chosen}, chosen on the validation rows)"
 
@@ -211,7 +61,7 @@ def _metrics(result: DensityFit, wall: float) -> dict:
         "n_train": int(result.data.split.train.size),
         "n_validation": int(result.data.split.validation.size),
         "n_test": int(result.data.split.test.size),
-        "batch_size": fitted.config.batch_size,
+        "batch_size": fitted.config.loop.batch_size,
         "best_epoch": fitted.result.best_epoch,
         "epochs_run": fitted.result.epochs_run,
         "wall_s": wall,
@@ -223,7 +73,12 @@ def _summaries(metrics: dict) -> list[dict]:
     return [metrics[k] for k in keys if k in metrics]
 
 
-def _write_outputs(out: Path, args, result, x: np.ndarray, copies: int, wall: float) -> None:
+def write_outputs(out: Path, args, result, x: np.ndarray, copies: int, wall: float) -> None:
+    """Writes every file of :data:`DENSITY_OUTPUTS` into ``out`` and prints the report.
+
+    ``args`` are the parsed ``nica density`` arguments, ``result`` the :class:`DensityFit`,
+    ``x (N, D)`` the data as read, ``copies`` the noise draws per training row and ``wall``
+    the seconds the fit took."""
     from nica.apps.plots import plot_training_curves
 
     dim = x.shape[1]
