@@ -15,7 +15,7 @@ from flax import nnx
 from experiments import harness
 from experiments.dynamics_problem import make_model, make_problem
 from nica import GRADIENTS
-from nica.fitting.training import make_epoch_fn, make_nll_fn
+from nica.fitting.steps import make_epoch_fn, make_nll_fn
 
 #: The gradient modes trained (names in the registry ``nica.GRADIENTS``).
 MODES = harness.COMPARED_GRADIENTS
@@ -34,7 +34,7 @@ LR_GRIDS = {"adam": (3e-3, 1e-2, 3e-2), "sgd": (1e-2, 3e-2, 1e-1)}
 def full_batch_optimizer(name: str, epochs: int, learning_rate) -> optax.GradientTransformation:
     """``optax.adam`` or ``optax.sgd``, learning rate cosine-decayed to 5% over ``epochs`` steps.
 
-    Not ``nica.fitting.estimator.make_optimizer``: no gradient clipping (the comparison is of
+    Not ``nica.fitting.build.make_optimizer``: no gradient clipping (the comparison is of
     the raw steps), and the rate decays to 5% of its peak instead of 0, so that the runs settle but
     keep moving. ``learning_rate`` may be a traced scalar (this is called inside ``vmap``).
     """

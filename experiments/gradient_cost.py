@@ -17,7 +17,7 @@ Gradient only (a jitted ``jax.grad`` of the loss with respect to the ``nnx.Param
   term at all (neither ``log|det W_k|`` nor the activations' log-derivatives).
 
 Full training step, what a user pays (``step:<mode>`` for every mode of ``nica.GRADIENTS``):
-the trainer's own epoch function (``nica.fitting.training.make_epoch_fn``: shuffle, gradient, the
+the trainer's own epoch function (``nica.fitting.steps.make_epoch_fn``: shuffle, gradient, the
 mode's wrapping of ``optax.adam(1e-3)``, parameter update, finite check) over ``--steps``
 minibatches, divided by ``--steps``. ``step:default`` is the step of the package default
 (``nica.core.gradients.DEFAULT_GRADIENT``, ``auto``: ``relative_coords`` while ``D <= batch``,

@@ -14,7 +14,7 @@ from flax import nnx
 
 from nica import GRADIENTS, DemixingNetwork, GradientMode, ICAModel, make_prior
 from nica.core.gradients import DEFAULT_GRADIENT, resolve_gradient
-from nica.fitting.training import make_epoch_fn
+from nica.fitting.steps import make_epoch_fn
 
 #: Gradient-only rows: modes of the registry ``nica.GRADIENTS``, then the plain-backprop floor.
 GRADIENT_METHODS = ("relative", "ordinary", "autodiff")

@@ -96,7 +96,7 @@ def to_markdown(records: Sequence[dict], *, fit_from: int) -> str:
         "## Gradient only",
         harness.markdown_table(("D", *grad_rows, *ratios), grad_cells),
         "## Full training step (gradient + Adam update + parameter update)",
-        f"`nica.fitting.training.make_epoch_fn` with each mode's wrapping of `optax.adam(1e-3)`, "
+        f"`nica.fitting.steps.make_epoch_fn` with each mode's wrapping of `optax.adam(1e-3)`, "
         f"{steps} steps per timed call, time per step.",
         harness.markdown_table(("D", *step_rows), step_cells),
         harness.markdown_table(("D", *(h for h, _, _ in STEP_RATIOS)), ratio_cells),

@@ -33,10 +33,11 @@ import optax
 
 from experiments import harness
 from nica.core.metrics import mean_correlation_coefficient
-from nica.fitting.estimator import FitConfig, build_model, make_optimizer
+from nica.fitting.build import build_model, make_optimizer
+from nica.fitting.config import FitConfig
 from nica.fitting.training import train_seeds
 
-#: Base optimizers (``base`` of ``nica.fitting.estimator.make_optimizer``), given the lr schedule.
+#: Base optimizers (``base`` of ``nica.fitting.build.make_optimizer``), given the lr schedule.
 OPTIMIZERS = {
     "adam": optax.adam,
     "sgd_momentum": lambda schedule: optax.sgd(schedule, momentum=0.9),

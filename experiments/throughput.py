@@ -34,7 +34,7 @@ import numpy as np
 import nica
 from experiments import harness
 from nica.core.gradients import DEFAULT_GRADIENT
-from nica.fitting.estimator import AUTO_DEPTH_RULE
+from nica.fitting.config import AUTO_DEPTH_RULE
 
 
 def make_data(dim: int, n_seeds: int, n: int, segments: int) -> tuple[list, list]:

@@ -15,7 +15,7 @@ from nica.fitting.auxiliary import (
     read_aux,
 )
 from nica.fitting.estimator import MIN_VALIDATION_ROWS
-from nica.fitting.training import validation_split
+from nica.fitting.steps import validation_split
 from synthetic import make_preset
 
 FAST = {"epochs": 2, "depth": 2, "restarts": 1, "eval_every": 1}

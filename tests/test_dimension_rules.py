@@ -14,7 +14,7 @@ from nica.core.model import ICAModel
 from nica.core.network import DemixingNetwork
 from nica.core.priors import make_prior
 from nica.core.relative import kernel_step_factor, scale_kernel_steps, square_kernel_mask
-from nica.fitting.estimator import make_optimizer
+from nica.fitting.build import make_optimizer
 
 
 def _params(dim: int):
@@ -122,7 +122,7 @@ def test_candidate_depths(depth, dim, want):
 
 def test_auto_depth_rule_is_in_the_config_record():
     """Cell keys hash ``to_dict``: a changed rule must change the record of an ``auto`` config."""
-    assert FitConfig().to_dict()["depth_rule"] == nica.fitting.estimator.AUTO_DEPTH_RULE
+    assert FitConfig().to_dict()["depth_rule"] == nica.fitting.config.AUTO_DEPTH_RULE
     assert "depth_rule" not in FitConfig.from_flat({"depth": 4}).to_dict()
 
 

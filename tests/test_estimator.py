@@ -12,7 +12,7 @@ from flax import nnx
 
 import nica
 from nica.apps.cli import main
-from nica.fitting import estimator
+from nica.fitting import build, estimator
 from nica.fitting import fitted as fitted_module
 from synthetic import make_preset
 
@@ -149,7 +149,7 @@ def test_fit_equals_the_low_level_trainer_without_restarts(data):
         model,
         z.astype(np.float32),
         data.u,
-        optimizer=estimator.make_optimizer(config, z.shape[0]),
+        optimizer=build.make_optimizer(config, z.shape[0]),
         loop=config.loop,
     )
     # The estimator records NLLs in the units of x: the trainer's, on z, plus sum(log scale).
@@ -195,11 +195,11 @@ def test_prior_shape_init_sets_the_gennorm_start_and_is_validated():
     aux = {"kind": "segments", "n_segments": 3}
     key = jax.random.key(0)
     two_layers = nica.ModelConfig(depth=2)
-    default = estimator.build_model(nica.FitConfig(model=two_layers), 4, aux, key=key)
+    default = build.build_model(nica.FitConfig(model=two_layers), 4, aux, key=key)
     start = nica.core.conditional.gennorm_shape(default.prior.raw_shape[...])
     np.testing.assert_allclose(start, 1.02, rtol=1e-5)  # the Laplace end
     custom = nica.ModelConfig(depth=2, prior=nica.PriorSpec(shape_init=1.7))
-    custom = estimator.build_model(nica.FitConfig(model=custom), 4, aux, key=key)
+    custom = build.build_model(nica.FitConfig(model=custom), 4, aux, key=key)
     np.testing.assert_allclose(
         nica.core.conditional.gennorm_shape(custom.prior.raw_shape[...]), 1.7
     )

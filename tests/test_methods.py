@@ -8,8 +8,8 @@ from synthetic import make_preset
 
 #: Settings small enough for a fit in seconds, by method.
 TINY = {
-    "conditional": {"epochs": 2, "restarts": 2, "depth": 2, "eval_every": 1},
-    "unconditional": {"epochs": 2, "restarts": 2, "depth": 2, "eval_every": 1},
+    "conditional": {"epochs": 2, "restarts": 1, "depth": 2, "eval_every": 1},
+    "unconditional": {"epochs": 2, "restarts": 1, "depth": 2, "eval_every": 1},
     "fastica": {},
     "ivae": {"epochs": 2, "hidden": 8, "batch_size": 50},
     "tcl": {"init_steps": 0, "steps": 20, "batch_size": 50, "depth": 2},

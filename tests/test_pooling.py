@@ -15,7 +15,7 @@ from nica.core.network import DemixingNetwork
 from nica.core.pooling import POOLS, pool_second_moment
 from nica.core.priors import make_prior
 from nica.core.relative import square_kernel_mask
-from nica.fitting.training import make_epoch_fn
+from nica.fitting.steps import make_epoch_fn
 
 
 def _model(dim: int, seed: int) -> ICAModel:

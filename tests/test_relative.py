@@ -15,7 +15,7 @@ from nica.core.model import ICAModel
 from nica.core.network import DemixingNetwork
 from nica.core.priors import PRIORS, make_prior
 from nica.core.relative import relative_dense, relative_gradient_reference, relative_log_abs_det
-from nica.fitting.training import make_epoch_fn
+from nica.fitting.steps import make_epoch_fn
 
 
 def _rel_err(a, b):

@@ -17,7 +17,8 @@ from nica.core.conditional import SegmentPrior
 from nica.core.model import ICAModel
 from nica.core.network import DemixingNetwork
 from nica.fitting.config import FitConfig
-from nica.fitting.training import seed_sharding, train, train_seeds
+from nica.fitting.runs import seed_sharding
+from nica.fitting.training import train, train_seeds
 
 N_SEGMENTS, DIM = 4, 3
 
@@ -127,7 +128,8 @@ _MULTI_DEVICE = textwrap.dedent(
     import jax, numpy as np, optax
     sys.path.insert(0, sys.argv[1])
     import test_seeds as t
-    from nica.fitting.training import seed_sharding, train, train_seeds
+    from nica.fitting.runs import seed_sharding
+    from nica.fitting.training import train, train_seeds
 
     jax.config.update("jax_enable_x64", True)
     assert len(jax.local_devices()) == 4, jax.local_devices()

@@ -11,14 +11,9 @@ from nica.core.metrics import mean_correlation_coefficient
 from nica.core.model import ICAModel
 from nica.core.network import DemixingNetwork
 from nica.core.priors import make_prior
-from nica.fitting.training import (
-    HostShuffle,
-    TrainingDivergedError,
-    batch_order,
-    make_epoch_fn,
-    make_pass_fn,
-    train,
-)
+from nica.fitting.steps import HostShuffle, batch_order, make_epoch_fn, make_pass_fn
+from nica.fitting.stopping import TrainingDivergedError
+from nica.fitting.training import train
 
 
 def _linear_ica_data(seed, n=6000, dim=4):

@@ -106,9 +106,8 @@ CONDITIONAL_FAMILIES: dict[str, Family] = {
         lambda z, _: -jnp.abs(z) - math.log(2.0),
         lambda key, shape, _: jax.random.laplace(key, shape, jnp.float32),
     ),
-    # Starts at the Laplace end. Started half-way (beta = 1.5), fits of Laplace sources lost
-    # MCC (20 sources 0.920 -> 0.822, a 4-layer mixing 0.922 -> 0.893); from 1.02 they kept it
-    # (0.920, 0.930) and Gaussian sources still moved to beta ~ 2 (ivae-original 0.999).
+    # Starts at the Laplace end: started half-way, fits of Laplace sources lost MCC, while from
+    # here Gaussian sources still move to beta ~ 2 (docs/configuration.md, "Prior").
     "gennorm": Family(
         _gennorm_log_density, _gennorm_sample, shape_init=1.02, raw_from_shape=gennorm_raw_shape
     ),

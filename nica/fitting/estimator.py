@@ -23,27 +23,15 @@ from flax import nnx
 
 from nica.fitting.auxiliary import AuxReading, check_segments, read_aux
 from nica.fitting.build import build_model, make_optimizer
-from nica.fitting.config import AUTO_DEPTH, AUTO_DEPTH_RULE, FitConfig
+from nica.fitting.config import FitConfig
 from nica.fitting.data import Standardisation, check_observations, standardise
-from nica.fitting.fitted import FittedModel, load
+from nica.fitting.fitted import FittedModel
 from nica.fitting.runs import train_runs
 from nica.fitting.steps import split_runs_data
 from nica.fitting.stopping import FitResult, ProgressEvent, TrainingDivergedError
 from nica.util.progress import display
 
-__all__ = [
-    "AUTO_DEPTH",
-    "AUTO_DEPTH_RULE",
-    "MIN_VALIDATION_ROWS",
-    "FitConfig",
-    "FittedModel",
-    "build_model",
-    "check_inputs",
-    "fit",
-    "fit_seeds",
-    "load",
-    "make_optimizer",
-]
+__all__ = ["MIN_VALIDATION_ROWS", "check_inputs", "fit", "fit_seeds"]
 
 
 def _resolve(config: FitConfig | None, overrides: dict) -> FitConfig:
@@ -221,7 +209,7 @@ def fit_seeds(
       progress: ``"auto"`` (default): progress bars and notes (how ``u`` was read, when XLA
         compiles) on stderr when a person is watching (a terminal or a notebook), nothing
         otherwise; ``None``: nothing; or a callable, called with a
-        :class:`nica.fitting.training.ProgressEvent` after every epoch.
+        :class:`nica.ProgressEvent` after every epoch.
       shard: shard the seed axis across local devices (``None``: when there are several).
       where, where_u: the names of ``xs`` and ``us`` in error messages (``where[i]`` with
         several seeds; a file path in the CLI).
@@ -366,7 +354,7 @@ def fit(
         model (Eq. 3).
       config: the settings (default :class:`FitConfig`, the same defaults as ``nica fit``).
       progress: ``"auto"`` (bars when a person watches), ``None``, or a callable receiving
-        each :class:`nica.fitting.training.ProgressEvent` (see :func:`fit_seeds`).
+        each :class:`nica.ProgressEvent` (see :func:`fit_seeds`).
       where, where_u: the names of ``x`` and ``u`` in error messages.
       **overrides: flat settings (``nica.fitting.config.FLAT_NAMES``), e.g.
         ``epochs=100, seed=3``, replacing ``config``'s (:meth:`FitConfig.replace`).

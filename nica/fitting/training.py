@@ -1,9 +1,9 @@
 """The low-level trainers of Flax modules: :func:`train` (one module) and :func:`train_seeds`
 (one module per seed, in one vmapped program), on :func:`nica.fitting.runs.train_runs`.
 
-Their loop defaults are :data:`nica.fitting.config.TRAINER_LOOP`. The trainer's pieces are
-importable from here too (:mod:`nica.fitting.steps`, :mod:`nica.fitting.stopping`,
-:mod:`nica.fitting.runs`); :func:`nica.fit` is the estimator on the same trainer.
+Their loop defaults are :data:`nica.fitting.config.TRAINER_LOOP`. The trainer's pieces live in
+:mod:`nica.fitting.steps`, :mod:`nica.fitting.stopping` and :mod:`nica.fitting.runs`;
+:func:`nica.fit` is the estimator on the same trainer.
 """
 
 from __future__ import annotations
@@ -21,39 +21,13 @@ from nica.core.gradients import DEFAULT_GRADIENT, GradientMode, check_gradient
 from nica.core.model import ICAModel
 from nica.fitting.config import TRAINER_LOOP, LoopConfig, check_setting_names
 from nica.fitting.data import check_observations
-from nica.fitting.runs import seed_sharding, train_runs
+from nica.fitting.runs import train_runs
 from nica.fitting.steps import (
-    HostShuffle,
-    RunData,
-    batch_order,
-    make_epoch_fn,
-    make_nll_fn,
-    make_pass_fn,
-    make_scan_fn,
     split_runs_data,
-    validation_split,
 )
-from nica.fitting.stopping import FitResult, ProgressEvent, Stopping, TrainingDivergedError
+from nica.fitting.stopping import FitResult, ProgressEvent, TrainingDivergedError
 
-__all__ = [
-    "FitResult",
-    "HostShuffle",
-    "ProgressEvent",
-    "RunData",
-    "Stopping",
-    "TrainingDivergedError",
-    "batch_order",
-    "make_epoch_fn",
-    "make_nll_fn",
-    "make_pass_fn",
-    "make_scan_fn",
-    "seed_sharding",
-    "split_runs_data",
-    "train",
-    "train_runs",
-    "train_seeds",
-    "validation_split",
-]
+__all__ = ["train", "train_seeds"]
 
 
 def _check_models(models: Sequence[ICAModel]):

@@ -20,8 +20,8 @@ code (after beta-TC-VAE, with the minibatch-weighted estimates of ``log q(z)`` a
 - d [sum_i log q(z_i) - log p(z|u)]``. ``(1, 1, 1, 1)`` is exactly the ELBO. iVAE's default
 config trains with ``(100, 1, 0, 10)`` (reconstruction weighted up, the total-correlation term
 dropped), and so does this default: on its own benchmark recipe (``nica run ivae-original``)
-it recovers the sources better than the plain ELBO (MCC 0.77 / 0.66 against 0.62 / 0.48 on
-data seeds 0 / 1).
+it recovers the sources better than the plain ELBO (docs/baselines.md,
+results/baselines/report.md).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import optax
 from flax import nnx
 
 from nica.fitting.data import Standardisation, check_observations
-from nica.fitting.training import ProgressEvent
+from nica.fitting.stopping import ProgressEvent
 from nica.methods.inputs import aux_input, init_seeds, new_aux_input, prepare_seeds
 from nica.methods.loop import run_loop
 from nica.methods.networks import MLP, get_hidden_activation
@@ -265,7 +265,7 @@ def fit_ivae_seeds(
       us: ``S`` auxiliary arrays of one shape: labels ``(N,)`` or covariates ``(N, d)``.
       seeds: ``S`` integer seeds (``config.seed`` is replaced by each).
       config: the settings (default :class:`IVAEConfig`); ``overrides`` replace its fields.
-      progress: called with a ``nica.fitting.training.ProgressEvent`` after every epoch.
+      progress: called with a ``nica.ProgressEvent`` after every epoch.
 
     Returns:
       ``S`` :class:`FittedIVAE`; seed ``i`` matches ``fit_ivae(xs[i], us[i], seed=seeds[i])``.

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nica.fitting.training import ProgressEvent
+from nica.fitting.stopping import ProgressEvent
 
 __all__ = ["LoopResult", "make_epoch_fn", "run_loop"]
 
@@ -143,7 +143,7 @@ def run_loop(
       batch_size: minibatch size (at most ``N``).
       average: decay of a moving average of the parameters (``None``: none).
       passes: passes over the data per compiled call (an "epoch" of ``losses``).
-      progress: called with a :class:`nica.fitting.training.ProgressEvent` after every epoch.
+      progress: called with a :class:`nica.ProgressEvent` after every epoch.
       phase: the phase name given to ``progress``.
       cache_key: a hashable description of ``loss_fn`` and ``optimizer``: calls with equal
         keys reuse one compiled program (``None``: compile afresh).

@@ -29,7 +29,7 @@ import optax
 from flax import nnx
 
 from nica.fitting.data import Standardisation, check_observations
-from nica.fitting.training import ProgressEvent
+from nica.fitting.stopping import ProgressEvent
 from nica.methods.fastica import FastICAConfig, linear_ica
 from nica.methods.inputs import init_seeds, prepare_seeds
 from nica.methods.loop import run_loop
@@ -222,7 +222,7 @@ def fit_tcl_seeds(
       us: ``S`` integer segment-label arrays ``(N,)`` with the same number of segments.
       seeds: ``S`` integer seeds (``config.seed`` is replaced by each).
       config: the settings (default :class:`TCLConfig`); ``overrides`` replace its fields.
-      progress: called with a ``nica.fitting.training.ProgressEvent`` after every epoch (phases
+      progress: called with a ``nica.ProgressEvent`` after every epoch (phases
         ``"mlr"`` and ``"fit"``).
 
     Returns:

@@ -1,1 +1,4 @@
-"""util"""
+"""What every layer uses: atomic files, claim files, warnings, progress display, provenance.
+
+The bottom layer: imports no other part of nica (docs/architecture.md).
+"""

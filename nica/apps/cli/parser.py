@@ -14,7 +14,7 @@ from nica.apps.experiment import EXPERIMENTS, default_out
 from nica.core.activations import ACTIVATIONS
 from nica.core.conditional import CONDITIONAL_FAMILIES
 from nica.core.priors import PRIORS
-from nica.fitting.estimator import AUTO_DEPTH, AUTO_DEPTH_RULE
+from nica.fitting.config import AUTO_DEPTH, AUTO_DEPTH_RULE
 from nica.methods import METHODS
 
 __all__ = ["build_parser"]

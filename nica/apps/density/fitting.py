@@ -17,7 +17,9 @@ from nica.fitting.build import build_model, make_optimizer
 from nica.fitting.config import FitConfig
 from nica.fitting.data import standardise
 from nica.fitting.fitted import FittedModel
-from nica.fitting.training import RunData, TrainingDivergedError, train_runs
+from nica.fitting.runs import train_runs
+from nica.fitting.steps import RunData
+from nica.fitting.stopping import TrainingDivergedError
 
 __all__ = [
     "DENSITY_PRESET",

@@ -19,7 +19,7 @@ from nica.core.conditional import SegmentPrior, get_family
 from nica.core.priors import GaussianPrior, LaplacePrior, LogisticPrior
 from nica.fitting.auxiliary import encode_aux, known_labels
 from nica.fitting.data import check_labels
-from nica.fitting.estimator import FittedModel, load
+from nica.fitting.fitted import FittedModel, load
 from nica.util.files import read_json, write_json
 
 __all__ = ["DensityModel", "load_density", "sample_prior"]

@@ -21,7 +21,7 @@ from nica.apps.density.selection import (
     Selection,
     select_nica,
 )
-from nica.fitting.estimator import FitConfig
+from nica.fitting.config import FitConfig
 
 __all__ = ["DensityFit", "fit_density"]
 
@@ -99,7 +99,7 @@ def fit_density(
       config: base settings (default ``FitConfig()``); ``overrides`` replace fields.
       candidates: the settings the validation rows choose among (default
         :data:`DENSITY_CANDIDATES`).
-      progress: called with a :class:`nica.fitting.training.ProgressEvent` after every epoch.
+      progress: called with a :class:`nica.ProgressEvent` after every epoch.
       where: the data's name in error messages.
 
     Raises:

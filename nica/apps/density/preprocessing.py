@@ -27,8 +27,8 @@ from nica.fitting.data import check_observations
 
 __all__ = ["DEQUANTISATION_COPIES", "Preprocessing", "resolve_copies"]
 
-#: Noise draws of each training row when dequantising (on the digits 1, 4 and 8 copies gave
-#: test log-likelihoods of -107.5, -102.2 and -99.9 nats with a 2-layer demixer).
+#: Noise draws of each training row when dequantising (more copies, a better test
+#: log-likelihood on the digits: docs/density.md).
 DEQUANTISATION_COPIES = 8
 
 

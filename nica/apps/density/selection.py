@@ -13,8 +13,9 @@ import numpy as np
 from nica.apps.density.data import DensityData
 from nica.apps.density.fitting import fit_nica
 from nica.apps.density.gaussian import gaussian_log_likelihood
-from nica.fitting.estimator import FitConfig, FittedModel
-from nica.fitting.training import TrainingDivergedError
+from nica.fitting.config import FitConfig
+from nica.fitting.fitted import FittedModel
+from nica.fitting.stopping import TrainingDivergedError
 
 __all__ = [
     "DENSITY_CANDIDATES",
@@ -50,16 +51,11 @@ class DensityCandidate:
 
 
 #: What the default ``nica density`` tries, simplest first; :func:`one_standard_error_choice`
-#: of the validation log-likelihoods picks one. On scikit-learn's small tabular sets (wine,
-#: iris: 105-124 training rows) the former single default (3 layers, random start) lost to
-#: the full-covariance Gaussian on test (wine -20.6 against -19.4 nats, mean of 10 seeds);
-#: 15-18 validation rows cannot rank deep demixers reliably, and the plain maximum still
-#: picked losers, hence the one-standard-error rule and a depth-1 candidate that starts at the
-#: Gaussian's fit. On the digits a whitened start helped 2 layers and hurt 3 (seeds 0-2: -98.2,
-#: -98.4, -97.6 nats against -98.9, -99.4, -98.1 for 3 random-start layers and -100.2, -100.2,
-#: -99.2 for 3 whitened ones), so the 3-layer candidate keeps the random start. Measured by
-#: ``experiments/density_tabular.py`` (``results/density_tabular/``) and
-#: ``experiments/density_real.py`` (the digits: -98.1 nats against the former -98.8).
+#: of the validation log-likelihoods picks one. A few validation rows cannot rank deep demixers
+#: reliably, hence the one-standard-error rule and a depth-1 candidate that starts at the
+#: Gaussian's fit; a whitened start helps 2 layers and not 3, so the 3-layer candidate keeps
+#: the random start (docs/density.md; results/density_tabular/report.md,
+#: results/density_real/report.md).
 DENSITY_CANDIDATES = (
     DensityCandidate(1, whiten=True),
     DensityCandidate(2, whiten=True),

@@ -9,7 +9,7 @@ import numpy as np
 
 from nica.apps.experiment.design import ExperimentConfig
 from nica.core.metrics import mean_correlation_coefficient
-from nica.fitting.estimator import AUTO_DEPTH_RULE
+from nica.fitting.config import AUTO_DEPTH_RULE
 from nica.util.files import load_npz, write_json, write_text
 from nica.util.provenance import describe, environment
 
