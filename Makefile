@@ -5,6 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Configs whose reports are committed under results/NAME.
 REPORTS := demo ivae icebeem depth segments samples dimension mixings
+# Configs NAME-relative, committed under results/gradient_benchmarks/relative/NAME.
+RELATIVE := ivae icebeem dimension
 
 .PHONY: demo results test clean
 
@@ -18,12 +20,18 @@ demo: $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[baselines]"
 	$(BIN)/nica run demo
 
-# Regenerates the committed reports, results/NAME for each NAME in REPORTS, and the baselines'
-# validation (results/baselines: the ivae-original and icebeem-2000 configs).
+# Regenerates the committed reports, results/NAME for each NAME in REPORTS, the benchmarks in
+# the relative gradient mode (results/gradient_benchmarks/relative/NAME), the baselines'
+# validation (results/baselines: the ivae-original and icebeem-2000 configs), and the index
+# results/README.md.
 results: $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[baselines]"
 	for name in $(REPORTS); do $(BIN)/nica run $$name --out results/$$name || exit 1; done
+	for name in $(RELATIVE); do \
+		$(BIN)/nica run $$name-relative --out results/gradient_benchmarks/relative/$$name || exit 1; \
+	done
 	$(BIN)/python -m experiments.baselines --out results/baselines
+	$(BIN)/python -m experiments.results_index
 
 test: $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[test]"
