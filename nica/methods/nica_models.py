@@ -15,12 +15,6 @@ from nica.methods.protocol import MethodFit
 __all__ = ["CONDITIONAL", "UNCONDITIONAL", "NicaModel"]
 
 
-def _nica_config(flat: Mapping[str, object]) -> nica.FitConfig:
-    """The one place that builds a ``FitConfig`` from flat setting names (a one-line
-    ValueError for an unknown name or a bad value)."""
-    return nica.FitConfig.from_flat(flat)
-
-
 @dataclasses.dataclass(frozen=True)
 class NicaModel:
     """nica's model with (``conditional``) or without ``u``; see :class:`nica.methods.Method`."""
@@ -50,7 +44,7 @@ class NicaModel:
     def config(self, fields: Mapping[str, object], seed: int) -> nica.FitConfig:
         """The validated ``FitConfig``: ``fields`` (flat names), this model's ``conditional``
         and ``seed``; unknown names or bad values are a one-line ValueError."""
-        return _nica_config({**fields, "conditional": self.conditional, "seed": seed}).validate()
+        return nica.FitConfig.from_flat({**fields, "conditional": self.conditional, "seed": seed})
 
     def fit_seeds(self, xs, us, *, seeds, config, progress=None) -> list[MethodFit]:
         """One :class:`MethodFit` per seed, all seeds in one vmapped ``nica.fit_seeds``."""
@@ -79,7 +73,7 @@ def _read(fitted: nica.FittedModel, x) -> MethodFit:
         diverged=result.diverged,
         history=result.history,
         val_nll=result.best_val_nll,
-        depth=fitted.config.to_dict()["depth"],  # the depth kept
+        depth=fitted.config.model.depth,  # the depth kept (an int after a fit)
         depth_search=fitted.depth_search,
     )
 

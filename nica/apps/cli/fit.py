@@ -48,11 +48,11 @@ def _refuse_options(args, method: Method, defaults: dict) -> None:
 
 def _plan(config, dim: int) -> str:
     """The fit's plan in words: restarts, epochs, depths."""
-    settings, resolved = config.to_dict(), config.resolve(dim)
-    plan = f"{settings['epochs']} epochs"
-    if settings["restarts"] > 1:
+    resolved = config.resolve(dim)
+    plan = f"{config.loop.epochs} epochs"
+    if config.restarts.count > 1:
         plan = (
-            f"best of {settings['restarts']} initialisations after {resolved.restart_epochs}"
+            f"best of {config.restarts.count} initialisations after {resolved.restart_epochs}"
             f" epochs each, then {plan}"
         )
     depths = resolved.depths
@@ -106,7 +106,7 @@ def _summary(method: Method, fit, metrics: dict) -> str:
 def run_fit(args) -> int:
     """``nica fit``: checks the options and the file, fits, writes the outputs
     (``nica.apps.cli.outputs``); one line at start and one at the end."""
-    defaults = nica.FitConfig().to_dict()  # every option named like a field sets it
+    defaults = nica.FitConfig().flat()  # every option named like a flat setting sets it
     fields = {k: v for k, v in vars(args).items() if k in defaults and k != "seed"}
     method = None if args.method == NICA else get_method(args.method)
     if method is not None:

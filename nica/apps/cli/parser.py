@@ -14,7 +14,7 @@ from nica.apps.experiment import EXPERIMENTS, default_out
 from nica.core.activations import ACTIVATIONS
 from nica.core.conditional import CONDITIONAL_FAMILIES
 from nica.core.priors import PRIORS
-from nica.fitting.config import AUTO_DEPTH, AUTO_DEPTH_RULE
+from nica.fitting.config import AUTO_DEPTH, AUTO_DEPTH_RULE, AUTO_PRIORS
 from nica.methods import METHODS
 
 __all__ = ["build_parser"]
@@ -63,11 +63,8 @@ def _add_config_option(cmd, defaults: dict, flag: str, metavar: str, kind, text:
 
 def _add_fit_parser(commands) -> None:
     """``nica fit``: every option named like a ``FitConfig`` field sets it (its default)."""
-    defaults = nica.FitConfig().to_dict()  # the flat settings
-    conditional_auto, unconditional_auto = (
-        METHODS[name].config({"prior": "auto"}, 0).to_dict()["prior_family"]
-        for name in ("conditional", "unconditional")
-    )
+    defaults = nica.FitConfig().flat()  # the flat settings
+    conditional_auto, unconditional_auto = AUTO_PRIORS[True], AUTO_PRIORS[False]
     relative = [name for name, mode in nica.GRADIENTS.items() if mode.relative]
     gradients = ["auto", *(name for name in nica.GRADIENTS if name != "autodiff")]
     cmd = commands.add_parser(
