@@ -1,5 +1,12 @@
 """Synthetic data for nonlinear ICA: nonstationary sources, invertible mixings, presets, toys."""
 
+from synthetic.continuous import (
+    AUX_KINDS,
+    ContinuousSourceParams,
+    continuous_aux_sources,
+    draw_continuous_params,
+    sample_continuous_sources,
+)
 from synthetic.dataset import Dataset, load_dataset, save_dataset, validate_arrays
 from synthetic.elementwise import (
     ACTIVATION_REGISTRY,
@@ -17,6 +24,7 @@ from synthetic.mixing import CONVENTIONS, Mixing, random_mixing
 from synthetic.presets import (
     MIXING_FAMILY,
     PRESETS,
+    ContinuousConfig,
     SyntheticConfig,
     generate_dataset,
     make_preset,
@@ -25,7 +33,6 @@ from synthetic.sources import (
     DISTRIBUTIONS,
     SegmentSourceParams,
     ar1_sources,
-    continuous_aux_sources,
     draw_segment_params,
     sample_segment_sources,
     segment_sources,
@@ -34,6 +41,7 @@ from synthetic.sources import (
 )
 from synthetic.toy2d import TOY2D, sample_toy2d
 from synthetic.truth import (
+    has_true_marginal,
     nll_gap,
     sample_from_truth,
     source_params,
@@ -44,6 +52,7 @@ from synthetic.truth import (
 __all__ = [
     "ACTIVATIONS",
     "ACTIVATION_REGISTRY",
+    "AUX_KINDS",
     "CONVENTIONS",
     "DEFAULT_SLOPES",
     "DISTRIBUTIONS",
@@ -52,6 +61,8 @@ __all__ = [
     "PRESETS",
     "TOY2D",
     "Activation",
+    "ContinuousConfig",
+    "ContinuousSourceParams",
     "Dataset",
     "Mixing",
     "SegmentSourceParams",
@@ -59,9 +70,11 @@ __all__ = [
     "ar1_sources",
     "condition_threshold",
     "continuous_aux_sources",
+    "draw_continuous_params",
     "draw_segment_params",
     "generate_dataset",
     "get_activation",
+    "has_true_marginal",
     "leaky_relu",
     "leaky_relu_inverse",
     "load_dataset",
@@ -69,6 +82,7 @@ __all__ = [
     "random_matrix",
     "random_mixing",
     "nll_gap",
+    "sample_continuous_sources",
     "sample_from_truth",
     "sample_segment_sources",
     "sample_toy2d",

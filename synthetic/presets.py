@@ -18,12 +18,25 @@
   ``gen_TCL_data_ortho``): 5 Gaussian sources, 20 segments x 1000 points, per-segment std
   ~ U(0.01, 3), Haar-orthogonal matrices, leaky ReLU 0.2 applied *before* each of the
   ``L - 1`` matrices (the ICE-BeeM convention), ``L`` = 2 or 4.
+* ``"tcl"`` -- TCL (Hyvarinen & Morioka, 2016, ``generate_artificial_data`` of its code): 20
+  Laplace sources, 256 segments x 512 points, each segment's component a unit-variance Laplace
+  modulated by a factor ~ U(0, 1) (its standard deviation), 5 layers of leaky ReLU (0.2) in the
+  iVAE convention (activation between matrices, none after the last; no bias), uniform
+  column-normalised matrices under the 25th-percentile condition threshold. TCL's code mixes
+  column vectors, ``x = A s``, so in our row convention its matrices are used transposed
+  (``transpose_matrices``: unit-norm rows). Smaller versions come from overrides
+  (``n_sources``, ``n_layers``).
+* ``"continuous"`` -- continuous ``u = t``: 10 Laplace sources over 40000 time points in
+  ``[0, 1]``, each source's standard deviation a smooth function of ``t`` in ``[0.5, 3]``
+  (:mod:`synthetic.continuous`, length scale 0.25), the iVAE preset's 3-layer leaky-ReLU mixing
+  (a :class:`ContinuousConfig`; ``n_samples`` instead of segments).
 * ``"tiny"`` -- a 2-D, 5 x 100 version of ``"ivae"`` (with 2 layers) for fast tests.
 
 :data:`MIXING_FAMILY` holds overrides that swap the mixing nonlinearity (robustness sweeps).
 
 Example:
-    ``ds = make_preset("ivae", 0)``; ``make_preset("tiny", 1, n_layers=3)``.
+    ``ds = make_preset("ivae", 0)``; ``make_preset("tiny", 1, n_layers=3)``;
+    ``make_preset("continuous", 0, n_sources=20, n_samples=80_000)``.
 """
 
 from __future__ import annotations
@@ -34,8 +47,13 @@ from typing import Any
 
 import numpy as np
 
+from synthetic.continuous import (
+    ContinuousSourceParams,
+    draw_continuous_params,
+    sample_continuous_sources,
+)
 from synthetic.dataset import Dataset
-from synthetic.mixing import random_mixing
+from synthetic.mixing import Mixing, random_mixing
 from synthetic.sources import SegmentSourceParams, draw_segment_params, sample_segment_sources
 
 
@@ -60,6 +78,9 @@ class SyntheticConfig:
         description: one-line human description.
         df: Student-t degrees of freedom (used only by ``distribution="student_t"``).
         shared_matrix: one matrix reused in every layer (iVAE's code) instead of one per layer.
+        transpose_matrices: use every drawn matrix transposed (unit-norm rows): TCL's code
+            mixes column vectors, ``x = A s`` with unit-norm columns of ``A``, which is
+            ``s @ A.T`` in the row convention.
     """
 
     n_sources: int
@@ -77,11 +98,89 @@ class SyntheticConfig:
     description: str = ""
     df: float = 5.0
     shared_matrix: bool = False
+    transpose_matrices: bool = False
 
     @property
     def n_samples(self) -> int:
         """Total number of samples ``N``."""
         return self.n_segments * self.samples_per_segment
+
+    def draw_sources(
+        self, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, SegmentSourceParams]:
+        """Draws the per-segment parameters, then the sources, from ``rng``.
+
+        Returns:
+            ``(s, u, params)``: sources ``(N, D)``, labels ``(N,)`` int64, and the
+            :class:`SegmentSourceParams`.
+        """
+        params = _draw_params(rng, self)
+        s, u = sample_segment_sources(rng, params, self.samples_per_segment)
+        return s, u, params
+
+
+@dataclass(frozen=True)
+class ContinuousConfig:
+    """Configuration of a continuous-``u`` benchmark ``x = f(s)``: the sources' standard
+    deviations are smooth functions of ``u`` (:mod:`synthetic.continuous`).
+
+    Attributes:
+        n_sources: dimension ``D`` of sources and observations.
+        n_samples: number of samples ``N``.
+        n_layers, activation, slope, family, convention, n_threshold_draws, shared_matrix,
+            transpose_matrices: the mixing, as in :class:`SyntheticConfig`.
+        distribution: source family, ``"gaussian"``, ``"laplace"`` or ``"student_t"``.
+        scale_range: range ``0 < low <= high`` of the standard deviations ``sigma_j(u)``.
+        bandwidth: length scale of ``sigma_j`` in ``u`` (``u = t`` lies in ``[0, 1]``).
+        n_features: random Fourier features per component.
+        aux: ``"time"`` (``u = t``, ``N`` equally spaced points of ``[0, 1]``) or
+            ``"uniform"`` (``u ~ U(0, 1)^aux_dim``).
+        aux_dim: dimension ``d`` of ``u`` (1 for ``"time"``).
+        description: one-line human description.
+        df: Student-t degrees of freedom (used only by ``distribution="student_t"``).
+    """
+
+    n_sources: int
+    n_samples: int
+    n_layers: int
+    activation: str = "leaky_relu"
+    slope: float = 0.2
+    family: str = "uniform"
+    convention: str = "ivae"
+    distribution: str = "laplace"
+    scale_range: tuple[float, float] = (0.5, 3.0)
+    bandwidth: float = 0.25
+    n_features: int = 8
+    aux: str = "time"
+    aux_dim: int = 1
+    n_threshold_draws: int = 10_000
+    description: str = ""
+    df: float = 5.0
+    shared_matrix: bool = False
+    transpose_matrices: bool = False
+
+    def draw_sources(
+        self, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, ContinuousSourceParams]:
+        """Draws the scale functions, then ``u`` and the sources, from ``rng``.
+
+        Returns:
+            ``(s, u, params)``: sources ``(N, D)``, ``u (N, d)`` float64, and the
+            :class:`~synthetic.continuous.ContinuousSourceParams`.
+        """
+        params = draw_continuous_params(
+            rng,
+            self.n_sources,
+            aux_dim=self.aux_dim,
+            aux=self.aux,
+            distribution=self.distribution,
+            scale_range=self.scale_range,
+            n_features=self.n_features,
+            bandwidth=self.bandwidth,
+            df=self.df,
+        )
+        s, u = sample_continuous_sources(rng, params, self.n_samples)
+        return s, u, params
 
 
 def _icebeem(n_layers: int) -> SyntheticConfig:
@@ -101,7 +200,7 @@ def _icebeem(n_layers: int) -> SyntheticConfig:
     )
 
 
-PRESETS: dict[str, SyntheticConfig] = {
+PRESETS: dict[str, SyntheticConfig | ContinuousConfig] = {
     "ivae": SyntheticConfig(
         n_sources=5,
         n_segments=40,
@@ -123,6 +222,27 @@ PRESETS: dict[str, SyntheticConfig] = {
         description=(
             "iVAE's own recipe: D=5, 40x1000, Gaussian std~U(0.5,3), 3-layer xtanh,"
             " one uniform matrix in every layer"
+        ),
+    ),
+    "tcl": SyntheticConfig(
+        n_sources=20,
+        n_segments=256,
+        samples_per_segment=512,
+        n_layers=5,
+        scale_range=(0.0, 1.0),
+        transpose_matrices=True,
+        description=(
+            "TCL: D=20, 256x512, Laplace std~U(0,1), 5-layer leaky ReLU 0.2, uniform"
+            " (column-vector convention)"
+        ),
+    ),
+    "continuous": ContinuousConfig(
+        n_sources=10,
+        n_samples=40_000,
+        n_layers=3,
+        description=(
+            "continuous u = t: D=10, N=40000, Laplace std = smooth sigma(t) in [0.5, 3]"
+            " (length scale 0.25), 3-layer leaky ReLU 0.2, uniform"
         ),
     ),
     "tiny": SyntheticConfig(
@@ -153,7 +273,9 @@ smooth leaky ReLU and leaky ELU (smooth, asymmetric), tanhshrink (expansive shap
 Usage: ``make_preset("ivae", seed, **MIXING_FAMILY["asinh"])``."""
 
 
-def generate_dataset(seed: int | np.random.Generator, config: SyntheticConfig) -> Dataset:
+def generate_dataset(
+    seed: int | np.random.Generator, config: SyntheticConfig | ContinuousConfig
+) -> Dataset:
     """Generates sources, mixing and observations for ``config``.
 
     Sources and mixing use independent child streams of ``seed``, so changing the mixing
@@ -164,16 +286,25 @@ def generate_dataset(seed: int | np.random.Generator, config: SyntheticConfig) -
         config: the benchmark configuration.
 
     Returns:
-        A :class:`Dataset` with ``x (N, D)``, ``s (N, D)``, ``u (N,)`` int64, the mixing, and
-        ``config``: the dataclass fields as a dict plus ``"source_params"``, the per-segment
-        source distribution (:meth:`SegmentSourceParams.to_dict`), so that
+        A :class:`Dataset` with ``x (N, D)``, ``s (N, D)``, ``u`` (``(N,)`` int64 segment
+        labels, or ``(N, d)`` float64 for a :class:`ContinuousConfig`), the mixing, and
+        ``config``: the dataclass fields as a dict plus ``"source_params"``, the source
+        distribution (:meth:`SegmentSourceParams.to_dict` or
+        :meth:`~synthetic.continuous.ContinuousSourceParams.to_dict`), so that
         :func:`synthetic.truth.true_log_likelihood` can evaluate the true density.
     """
     source_rng, mixing_rng = np.random.default_rng(seed).spawn(2)
-    params = _draw_params(source_rng, config)
-    s, u = sample_segment_sources(source_rng, params, config.samples_per_segment)
+    s, u, params = config.draw_sources(source_rng)
+    mixing = _draw_mixing(mixing_rng, config)
+    record = dataclasses.asdict(config)
+    record["source_params"] = params.to_dict()
+    return Dataset(x=mixing(s), s=s, u=u, mixing=mixing, config=record)
+
+
+def _draw_mixing(rng: np.random.Generator, config: SyntheticConfig | ContinuousConfig) -> Mixing:
+    """The mixing of ``config``, drawn from ``rng`` (the mixing's child stream)."""
     mixing = random_mixing(
-        mixing_rng,
+        rng,
         config.n_sources,
         config.n_layers,
         activation=config.activation,
@@ -183,9 +314,11 @@ def generate_dataset(seed: int | np.random.Generator, config: SyntheticConfig) -
         n_threshold_draws=config.n_threshold_draws,
         shared_matrix=config.shared_matrix,
     )
-    record = dataclasses.asdict(config)
-    record["source_params"] = params.to_dict()
-    return Dataset(x=mixing(s), s=s, u=u, mixing=mixing, config=record)
+    if config.transpose_matrices:
+        mixing = dataclasses.replace(
+            mixing, matrices=tuple(np.ascontiguousarray(a.T) for a in mixing.matrices)
+        )
+    return mixing
 
 
 def _draw_params(rng: np.random.Generator, config: SyntheticConfig) -> SegmentSourceParams:
@@ -235,7 +368,8 @@ def make_preset(name: str, seed: int | np.random.Generator, **overrides: Any) ->
     Args:
         name: a key of :data:`PRESETS`.
         seed: integer seed or numpy Generator.
-        **overrides: :class:`SyntheticConfig` fields to replace (e.g. ``n_layers=4``).
+        **overrides: fields of the preset's config (:class:`SyntheticConfig` or
+            :class:`ContinuousConfig`) to replace (e.g. ``n_layers=4``).
 
     Returns:
         The :class:`Dataset`; its ``config`` also records ``preset`` and (integer) ``seed``.
@@ -245,7 +379,7 @@ def make_preset(name: str, seed: int | np.random.Generator, **overrides: Any) ->
     """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(SyntheticConfig)}
+    fields = {f.name for f in dataclasses.fields(PRESETS[name])}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"unknown config field(s) {unknown}; valid fields: {sorted(fields)}")

@@ -1,21 +1,23 @@
 """Nonstationary independent sources for nonlinear ICA benchmarks.
 
-Three generators, all seeded explicitly (an ``int`` seed or a ``numpy.random.Generator`` as the
-first positional argument) and all returning float64 sources:
+Generators seeded explicitly (an ``int`` seed or a ``numpy.random.Generator`` as the first
+positional argument), all returning float64 sources:
 
 * :func:`segment_sources` -- the TCL / iVAE setting: the sample is cut into ``n_segments``
   contiguous segments; within a segment the components are independent with their own scale
   (and optionally mean). Returns integer segment labels ``u`` of shape ``(N,)``. Its two halves,
   :func:`draw_segment_params` and :func:`sample_segment_sources`, keep the per-segment
   parameters (:class:`SegmentSourceParams`, which also gives the exact log-density).
-* :func:`continuous_aux_sources` -- the auxiliary variable is continuous (time, or a
-  ``d``-dimensional covariate) and each component's scale is a smooth function of it.
-  Returns ``u`` of shape ``(N, d)``, float64.
+* :func:`synthetic.continuous.continuous_aux_sources` (in its own module, with its exact
+  density) -- the auxiliary variable is continuous (time, or a ``d``-dimensional covariate) and
+  each component's scale is a smooth function of it. Returns ``u`` of shape ``(N, d)``, float64.
 * :func:`ar1_sources` -- segment sources with AR(1) temporal dependence, for time-contrastive
   style studies. Returns segment labels like :func:`segment_sources`.
 
 Scales are standard deviations: every base distribution is normalised to zero mean and unit
 variance before it is multiplied by the drawn scale (as iVAE's code does for Laplace sources).
+Per-segment scales are ``U(low, high)`` draws; a range starting at 0 (TCL's ``U(0, 1)``
+modulation) is drawn on ``(0, high]``, so that no scale is 0 (:func:`draw_segment_params`).
 """
 
 from __future__ import annotations
@@ -106,6 +108,27 @@ def _check_range(name: str, bounds: tuple[float, float], *, positive: bool) -> N
     if not lo <= hi or (positive and not lo > 0):
         need = "0 < low <= high" if positive else "low <= high"
         raise ValueError(f"{name} must satisfy {need}, got {tuple(bounds)}")
+
+
+def _check_scale_range(bounds: tuple[float, float]) -> None:
+    """A range of per-segment scales: ``0 <= low <= high`` and ``high > 0``."""
+    lo, hi = bounds
+    if not (0 <= lo <= hi and hi > 0):
+        raise ValueError(
+            f"scale_range must satisfy 0 <= low <= high, 0 < high, got {tuple(bounds)}"
+        )
+
+
+def _draw_scales(
+    rng: np.random.Generator, bounds: tuple[float, float], shape: tuple[int, ...]
+) -> np.ndarray:
+    """``U(low, high)`` scales, positive: ``rng.uniform(low, high)`` (on ``[low, high)``) when
+    ``low > 0``; when ``low == 0``, ``high - high * U[0, 1)``, on ``(0, high]``. Either way one
+    double per scale is consumed from ``rng``."""
+    lo, hi = bounds
+    if lo > 0:
+        return rng.uniform(lo, hi, shape)
+    return hi - hi * rng.random(shape)
 
 
 @dataclass(frozen=True, eq=False)
@@ -214,6 +237,9 @@ def draw_segment_params(
     """Draws ``scale[k, j] ~ U(scale_range)`` and ``mean[k, j] ~ U(mean_range)`` (zero if
     ``None``), in that order, for ``K = n_segments`` segments and ``D = n_sources`` components.
 
+    ``scale_range`` may start at 0 (TCL's ``U(0, 1)``): the scales are then drawn on
+    ``(0, high]``, never 0; with ``low > 0`` on ``[low, high)``.
+
     Args: as :func:`segment_sources`.
 
     Returns:
@@ -221,11 +247,11 @@ def draw_segment_params(
     """
     _check_positive_int("n_segments", n_segments)
     _check_positive_int("n_sources", n_sources)
-    _check_range("scale_range", scale_range, positive=True)
+    _check_scale_range(scale_range)
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"unknown distribution {distribution!r}; expected one of {DISTRIBUTIONS}")
     rng = np.random.default_rng(seed)
-    scales = rng.uniform(scale_range[0], scale_range[1], (n_segments, n_sources))
+    scales = _draw_scales(rng, scale_range, (n_segments, n_sources))
     if mean_range is None:
         means = np.zeros((n_segments, n_sources))
     else:
@@ -276,7 +302,8 @@ def segment_sources(
         samples_per_segment: samples per segment ``n``.
         n_sources: number of components ``D``.
         distribution: base family, ``"gaussian"``, ``"laplace"`` or ``"student_t"``.
-        scale_range: ``(low, high)`` of the per-segment standard deviations.
+        scale_range: ``(low, high)`` of the per-segment standard deviations,
+            ``0 <= low <= high``, ``0 < high`` (see :func:`draw_segment_params`).
         mean_range: ``(low, high)`` of the per-segment means, or ``None`` for zero means.
         df: Student-t degrees of freedom (ignored otherwise).
 
@@ -296,73 +323,6 @@ def segment_sources(
         df=df,
     )
     return sample_segment_sources(rng, params, samples_per_segment)
-
-
-def continuous_aux_sources(
-    seed: SeedLike,
-    n_samples: int,
-    n_sources: int,
-    *,
-    aux_dim: int = 1,
-    aux: Literal["time", "uniform"] = "time",
-    distribution: Distribution = "laplace",
-    scale_range: tuple[float, float] = (0.5, 3.0),
-    n_features: int = 8,
-    bandwidth: float = 0.25,
-    df: float = 5.0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sources whose scales vary smoothly with a continuous auxiliary variable.
-
-    The auxiliary variable is ``u = t`` (``aux="time"``: ``N`` equally spaced points in
-    ``[0, 1]``, only for ``aux_dim == 1``) or ``u ~ U(0, 1)^d`` (``aux="uniform"``). Each
-    component's standard deviation is
-
-        ``sigma_j(u) = low + (high - low) * (1 + tanh(g_j(u))) / 2``,
-
-    where ``g_j`` is a random smooth function (a sum of ``n_features`` random Fourier features
-    with length scale ``bandwidth``), so ``sigma_j`` stays in ``scale_range``.
-
-    Args:
-        seed: integer seed or numpy Generator.
-        n_samples: number of samples ``N``.
-        n_sources: number of components ``D``.
-        aux_dim: dimension ``d`` of the auxiliary variable.
-        aux: ``"time"`` or ``"uniform"``.
-        distribution: base family of the sources.
-        scale_range: ``(low, high)`` range of the standard deviations.
-        n_features: random Fourier features per component.
-        bandwidth: length scale of the variation in ``u`` (smaller = wigglier).
-        df: Student-t degrees of freedom (ignored otherwise).
-
-    Returns:
-        ``(s, u)``: sources ``(N, D)`` float64 and auxiliary variable ``(N, d)`` float64.
-    """
-    _check_positive_int("n_samples", n_samples)
-    _check_positive_int("n_sources", n_sources)
-    _check_positive_int("aux_dim", aux_dim)
-    _check_positive_int("n_features", n_features)
-    _check_range("scale_range", scale_range, positive=True)
-    if not bandwidth > 0:
-        raise ValueError(f"bandwidth must be positive, got {bandwidth}")
-    rng = np.random.default_rng(seed)
-    if aux == "time":
-        if aux_dim != 1:
-            raise ValueError(f"aux='time' needs aux_dim == 1, got {aux_dim}; use aux='uniform'")
-        u = np.linspace(0.0, 1.0, n_samples)[:, None]
-    elif aux == "uniform":
-        u = rng.uniform(0.0, 1.0, (n_samples, aux_dim))
-    else:
-        raise ValueError(f"unknown aux {aux!r}; expected 'time' or 'uniform'")
-    # g(u)[n, j] = sum_m c[j, m] cos(u[n] . w[j, m] + b[j, m]) * sqrt(2 / M)
-    w = rng.standard_normal((n_sources, n_features, aux_dim)) / bandwidth
-    b = rng.uniform(0.0, 2.0 * np.pi, (n_sources, n_features))
-    c = rng.standard_normal((n_sources, n_features))
-    phase = np.einsum("nd,jmd->njm", u, w) + b
-    g = np.sqrt(2.0 / n_features) * np.einsum("njm,jm->nj", np.cos(phase), c)
-    lo, hi = scale_range
-    scales = lo + (hi - lo) * 0.5 * (1.0 + np.tanh(g))
-    s = scales * unit_noise(rng, distribution, (n_samples, n_sources), df=df)
-    return s, u
 
 
 def ar1_sources(

@@ -1,16 +1,22 @@
-"""The true model's exact log-likelihood for synthetic segment data.
+"""The true model's exact log-likelihood for synthetic data.
 
 For a :class:`~synthetic.dataset.Dataset` made by :func:`~synthetic.presets.generate_dataset` or
-:func:`~synthetic.presets.make_preset`, the data were drawn as ``x = f(s)`` with ``s | u = k``
-independent across components (:class:`~synthetic.sources.SegmentSourceParams`). The true
+:func:`~synthetic.presets.make_preset`, the data were drawn as ``x = f(s)`` with ``s | u``
+independent across components: per segment ``u = k``
+(:class:`~synthetic.sources.SegmentSourceParams`), or with standard deviations ``sigma_j(u)``
+smooth in a continuous ``u`` (:class:`~synthetic.continuous.ContinuousSourceParams`). The true
 demixer ``g = f^{-1}`` (exact, :meth:`~synthetic.mixing.Mixing.inverse_and_log_det`) then gives,
 per sample (docs/math.md, Eq. 4):
 
     ``log p(x | u) = sum_i log p_i(g_i(x) | u) + log|det J_g(x)|``
 
-and, marginalising the segment with weights ``pi_k`` (segment frequencies; equal for presets):
+and, for segment data, marginalising the segment with weights ``pi_k`` (segment frequencies;
+equal for presets):
 
     ``log p(x) = logsumexp_k (log pi_k + log p(g(x) | k)) + log|det J_g(x)|``.
+
+For continuous ``u`` the conditional density is exact too; the marginal is not provided
+(:func:`has_true_marginal`): it would be an integral over ``u``.
 
 Comparing a fit with the truth ("fit NLL minus true NLL", an estimate of
 ``KL(p_true || p_fit)`` >= 0 up to sampling error): evaluate both on the *same* held-out
@@ -33,6 +39,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import logsumexp
 
+from synthetic.continuous import ContinuousSourceParams, sample_continuous_sources
 from synthetic.dataset import Dataset
 from synthetic.mixing import Mixing
 from synthetic.presets import replay_source_params
@@ -40,23 +47,47 @@ from synthetic.sources import SegmentSourceParams, sample_segment_sources
 
 _CHUNK = 4096
 
+#: The source distributions by the ``"kind"`` key of their ``to_dict`` (segment parameters,
+#: recorded without one, are the default).
+_SOURCE_KINDS = {
+    "segments": SegmentSourceParams,
+    ContinuousSourceParams.kind: ContinuousSourceParams,
+}
 
-def source_params(dataset: Dataset) -> SegmentSourceParams:
-    """The per-segment source distribution that generated ``dataset``.
+SourceParams = SegmentSourceParams | ContinuousSourceParams
+
+
+def source_params(dataset: Dataset) -> SourceParams:
+    """The source distribution that generated ``dataset``: per-segment
+    (:class:`~synthetic.sources.SegmentSourceParams`) or smooth in a continuous ``u``
+    (:class:`~synthetic.continuous.ContinuousSourceParams`).
 
     Read from ``dataset.config["source_params"]`` (recorded by
-    :func:`~synthetic.presets.generate_dataset`); for older files without it, re-drawn from the
-    recorded preset configuration and integer seed.
+    :func:`~synthetic.presets.generate_dataset`); for older segment files without it, re-drawn
+    from the recorded preset configuration and integer seed.
 
     Raises:
-        ValueError: the dataset has no config, or neither parameters nor a replayable seed.
+        ValueError: the dataset has no config, or neither parameters nor a replayable seed, or
+            parameters of an unknown kind.
     """
     config = dataset.config
     if config is None:
         raise ValueError("the dataset has no config: the true source distribution is unknown")
-    if "source_params" in config:
-        return SegmentSourceParams.from_dict(config["source_params"])
-    return replay_source_params(config)
+    if "source_params" not in config:
+        return replay_source_params(config)
+    recorded = config["source_params"]
+    kind = recorded.get("kind", "segments") if isinstance(recorded, dict) else None
+    if kind not in _SOURCE_KINDS:
+        raise ValueError(
+            f"unknown source parameter kind {kind!r}; expected one of {sorted(_SOURCE_KINDS)}"
+        )
+    return _SOURCE_KINDS[kind].from_dict(recorded)
+
+
+def has_true_marginal(dataset: Dataset) -> bool:
+    """Whether :func:`true_marginal_log_likelihood` is available for ``dataset``: for segment
+    data, not for a continuous ``u``."""
+    return isinstance(source_params(dataset), SegmentSourceParams)
 
 
 def _mixing(dataset: Dataset) -> Mixing:
@@ -84,7 +115,8 @@ def true_log_likelihood(
         dataset: made by :func:`~synthetic.presets.generate_dataset` /
             :func:`~synthetic.presets.make_preset` (or loaded from such a file).
         x: observations ``(N, D)``; default ``dataset.x``.
-        u: segment labels ``(N,)`` of ``x``; default ``dataset.u`` (only when ``x`` is None).
+        u: the auxiliary variable of ``x``, segment labels ``(N,)`` or a continuous ``(N, d)``
+            as the dataset's; default ``dataset.u`` (only when ``x`` is None).
 
     Returns:
         ``(N,)`` float64.
@@ -114,8 +146,16 @@ def true_marginal_log_likelihood(
 
     Returns:
         ``(N,)`` float64.
+
+    Raises:
+        ValueError: the dataset's ``u`` is continuous (:func:`has_true_marginal`).
     """
     params = source_params(dataset)
+    if not isinstance(params, SegmentSourceParams):
+        raise ValueError(
+            "the true marginal over a continuous u is not available (an integral over u);"
+            " compare conditional fits with true_log_likelihood"
+        )
     if weights is None:
         counts = np.bincount(np.asarray(dataset.u), minlength=params.n_segments)
         weights = counts / counts.sum()
@@ -139,20 +179,31 @@ def sample_from_truth(
 ) -> Dataset:
     """Fresh samples of the true model of ``dataset`` (same mixing and source parameters).
 
-    A held-out set for "fit NLL minus true NLL" that no fit has seen.
+    A held-out set for "fit NLL minus true NLL" that no fit has seen. For continuous ``u``, as
+    many samples as the dataset's (``config["n_samples"]``), ``u`` laid out the same way (the
+    same time grid for ``u = t``, fresh draws for ``"uniform"``), fresh sources.
 
     Args:
         seed: integer seed or numpy Generator (use one different from the dataset's).
         dataset: as :func:`true_log_likelihood`.
-        samples_per_segment: default ``config["samples_per_segment"]``.
+        samples_per_segment: default ``config["samples_per_segment"]``; segment data only.
 
     Returns:
-        A :class:`Dataset` with ``x, s (K * n, D)``, ``u (K * n,)``, the same mixing and config.
+        A :class:`Dataset` with ``x, s (N, D)``, ``u`` (``(K * n,)`` labels or ``(N, d)``), the
+        same mixing and config.
+
+    Raises:
+        ValueError: ``samples_per_segment`` given for continuous-``u`` data.
     """
     params = source_params(dataset)
-    if samples_per_segment is None:
-        samples_per_segment = int(dataset.config["samples_per_segment"])
-    s, u = sample_segment_sources(seed, params, samples_per_segment)
+    if isinstance(params, ContinuousSourceParams):
+        if samples_per_segment is not None:
+            raise ValueError("continuous-u data have no segments: omit samples_per_segment")
+        s, u = sample_continuous_sources(seed, params, int(dataset.config["n_samples"]))
+    else:
+        if samples_per_segment is None:
+            samples_per_segment = int(dataset.config["samples_per_segment"])
+        s, u = sample_segment_sources(seed, params, samples_per_segment)
     mixing = _mixing(dataset)
     return Dataset(x=mixing(s), s=s, u=u, mixing=mixing, config=dict(dataset.config))
 
@@ -164,7 +215,8 @@ def nll_gap(fitted, dataset: Dataset, *, seed: int, conditional: bool = True) ->
     ``seed``), in the units of ``x``. ``nll_gap`` = fit - true estimates the KL divergence from
     the truth (>= 0 up to sampling noise): near 0 the fit is as likely as the exact inverse of
     the mixing with its own source densities; a large gap means optimisation or representation
-    fell short. An unconditional fit is compared with the true marginal over segments.
+    fell short. An unconditional fit is compared with the true marginal over segments (segment
+    data only: :func:`has_true_marginal`).
 
     Args:
         fitted: anything with ``log_likelihood(x, u=None) -> (N,)`` in x units (a
@@ -175,7 +227,14 @@ def nll_gap(fitted, dataset: Dataset, *, seed: int, conditional: bool = True) ->
 
     Returns:
         ``{"test_nll": fit, "true_nll": truth, "nll_gap": fit - truth}`` (floats).
+
+    Raises:
+        ValueError: ``conditional=False`` on continuous-``u`` data (no true marginal).
     """
+    if not conditional and not has_true_marginal(dataset):
+        raise ValueError(
+            "no true marginal for continuous-u data: the NLL gap exists for conditional fits only"
+        )
     test = sample_from_truth(seed, dataset)
     if conditional:
         fit = -float(np.mean(fitted.log_likelihood(test.x, test.u)))

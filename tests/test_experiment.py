@@ -318,6 +318,53 @@ def test_seed_shares_run_separately_then_assemble(tmp_path, monkeypatch):
         experiment.run_experiment(config, out=tmp_path, seeds=[-1], log=QUIET)
 
 
+def test_tcl_and_continuous_configs_and_their_smoke_data():
+    """`nica run tcl` (TCL's simulation, the published D=20 L=5 among its settings) and `nica
+    run continuous` (u = t): their settings make data, and the continuous smoke is sized by
+    n_samples (its data have no segments)."""
+    from synthetic import make_preset
+
+    tcl, continuous = experiment.EXPERIMENTS["tcl"], experiment.EXPERIMENTS["continuous"]
+    assert [s.label for s in tcl.settings] == ["D=5 L=5", "D=20 L=5", "D=20 L=3"]
+    assert {s.preset for s in tcl.settings} == {"tcl"}
+    assert [dict(s.overrides) for s in tcl.settings][1] == {"n_sources": 20, "n_layers": 5}
+    assert [s.label for s in continuous.settings] == ["D=10", "D=20"]
+    expected = [{"n_sources": 10, "n_samples": 40_000}, {"n_sources": 20, "n_samples": 80_000}]
+    assert [dict(s.overrides) for s in continuous.settings] == expected
+    for config in (tcl, continuous):
+        assert config.models == ("conditional", "fastica") and config.seeds == (0, 1, 2)
+        assert config.reproduce == f"nica run {config.name} --out results/{config.name}"
+    for setting in continuous.smoke().settings:
+        assert dict(setting.overrides) == {"n_sources": 2, "n_samples": 240}
+        data = make_preset(setting.preset, 0, **dict(setting.overrides))
+        assert data.x.shape == (240, 2) and data.u.shape == (240, 1)
+    for setting in tcl.smoke().settings:
+        assert make_preset(setting.preset, 0, **dict(setting.overrides)).x.shape == (240, 2)
+
+
+def test_an_unconditional_fit_of_continuous_data_records_no_nll_gap():
+    """The true marginal over a continuous u is not known: the cell of an unconditional fit
+    gets no gap (and no error); a conditional fit gets the exact one."""
+    from types import SimpleNamespace
+
+    import nica.apps.experiment.fitting as fitting
+    from nica.methods import get_method
+    from synthetic import make_preset
+    from synthetic.truth import true_log_likelihood
+
+    data = make_preset("continuous", 0, n_sources=2, n_samples=200, n_threshold_draws=500)
+
+    class Truth:
+        def log_likelihood(self, x, u=None):
+            return true_log_likelihood(data, x, u)
+
+    fit = SimpleNamespace(diverged=None, model=Truth())
+    unconditional, conditional = get_method("unconditional"), get_method("conditional")
+    assert fitting._truth_gap(unconditional, fit, data, 0) == {}
+    gap = fitting._truth_gap(conditional, fit, data, 0)
+    assert gap["nll_gap"] == pytest.approx(0.0, abs=1e-12) and np.isfinite(gap["true_nll"])
+
+
 def test_recovery_verdicts_name_the_models_on_each_side():
     def row(setting, model, median):
         return {"setting": setting, "model": model, "mcc_pearson": (median, 0.0, median)}

@@ -93,6 +93,47 @@ def test_continuous_aux_scale_varies_smoothly_with_u():
     assert np.all(local.max(axis=0) - local.min(axis=0) > 0.3)
 
 
+def test_scale_draws_from_zero_are_positive_and_others_are_numpys_uniform():
+    """TCL's U(0, 1) modulation is drawn on (0, 1] as 1 - U[0, 1), never 0; a range with
+    low > 0 keeps numpy's ``uniform`` draws (the existing presets' data)."""
+    params = sy.draw_segment_params(3, 400, 5, scale_range=(0.0, 1.0))
+    np.testing.assert_array_equal(params.scales, 1.0 - np.random.default_rng(3).random((400, 5)))
+    assert np.all((params.scales > 0.0) & (params.scales <= 1.0))
+    assert params.scales.min() < 0.01 and params.scales.max() > 0.99
+    scaled = sy.draw_segment_params(3, 400, 5, scale_range=(0.0, 2.5))
+    np.testing.assert_array_equal(
+        scaled.scales, 2.5 - 2.5 * np.random.default_rng(3).random((400, 5))
+    )
+    usual = sy.draw_segment_params(3, 40, 5, scale_range=(0.5, 3.0), mean_range=(-1.0, 1.0))
+    rng = np.random.default_rng(3)
+    np.testing.assert_array_equal(usual.scales, rng.uniform(0.5, 3.0, (40, 5)))
+    np.testing.assert_array_equal(usual.means, rng.uniform(-1.0, 1.0, (40, 5)))
+
+
+def test_continuous_sources_split_into_parameters_and_samples():
+    """``u = t``: :func:`continuous_aux_sources` is ``draw_continuous_params`` then
+    ``sample_continuous_sources`` on one stream; the parameters round-trip through JSON and
+    give the scales the sources were drawn with."""
+    s, u = sy.continuous_aux_sources(4, 3000, 3, distribution="gaussian", bandwidth=0.3)
+    rng = np.random.default_rng(4)
+    params = sy.draw_continuous_params(rng, 3, distribution="gaussian", bandwidth=0.3)
+    s2, u2 = sy.sample_continuous_sources(rng, params, 3000)
+    np.testing.assert_array_equal(s, s2)
+    np.testing.assert_array_equal(u, u2)
+    np.testing.assert_array_equal(u[:, 0], np.linspace(0.0, 1.0, 3000))
+    restored = sy.ContinuousSourceParams.from_dict(json.loads(json.dumps(params.to_dict())))
+    np.testing.assert_array_equal(restored.scales(u), params.scales(u))
+    noise = s / params.scales(u)  # unit-variance Gaussian noise
+    assert abs(noise.std() - 1.0) < 0.03
+    uniform = sy.draw_continuous_params(0, 2, aux="uniform", aux_dim=3)
+    s3, u3 = sy.sample_continuous_sources(1, uniform, 50)
+    assert s3.shape == (50, 2) and u3.shape == (50, 3) and 0.0 <= u3.min() <= u3.max() <= 1.0
+    with pytest.raises(ValueError, match="malformed"):
+        sy.ContinuousSourceParams.from_dict({"distribution": "laplace"})
+    with pytest.raises(ValueError, match=r"u must have shape \(N, 3\)"):
+        uniform.scales(u)
+
+
 def test_ar1_sources_have_temporal_dependence():
     s, _ = sy.ar1_sources(0, 2, 20_000, 3, ar_range=(0.5, 0.9))
     lag1 = np.array([np.corrcoef(s[:-1, j], s[1:, j])[0, 1] for j in range(3)])
@@ -106,11 +147,25 @@ def test_ar1_sources_have_temporal_dependence():
     [
         (lambda: sy.segment_sources(0, 0, 10, 2), "n_segments"),
         (lambda: sy.segment_sources(0, 2, 10, 2, distribution="cauchy"), "gaussian"),
-        (lambda: sy.segment_sources(0, 2, 10, 2, scale_range=(0.0, 1.0)), "scale_range"),
+        (lambda: sy.segment_sources(0, 2, 10, 2, scale_range=(0.0, 0.0)), "scale_range"),
+        (lambda: sy.segment_sources(0, 2, 10, 2, scale_range=(-0.5, 1.0)), "scale_range"),
+        (lambda: sy.ar1_sources(0, 2, 10, 2, scale_range=(0.0, 1.0)), "scale_range"),
         (lambda: sy.ar1_sources(0, 2, 10, 2, ar_range=(0.5, 1.0)), "ar_range"),
         (lambda: sy.continuous_aux_sources(0, 10, 2, aux_dim=2), "aux='uniform'"),
+        (lambda: sy.continuous_aux_sources(0, 10, 2, scale_range=(0.0, 1.0)), "scale_range"),
+        (lambda: sy.continuous_aux_sources(0, 10, 2, aux="grid"), "uniform"),
     ],
-    ids=["zero-segments", "bad-distribution", "zero-scale", "unit-root", "time-2d"],
+    ids=[
+        "zero-segments",
+        "bad-distribution",
+        "zero-scale",
+        "negative-scale",
+        "ar1-zero-scale",
+        "unit-root",
+        "time-2d",
+        "continuous-zero-scale",
+        "unknown-aux",
+    ],
 )
 def test_source_argument_errors(call, match):
     with pytest.raises(ValueError, match=match):
@@ -300,11 +355,19 @@ PRESET_SIZES = {
     "ivae-original": (40, 1000, 5, 3),
     "icebeem-l2": (20, 1000, 5, 2),
     "icebeem-l4": (20, 1000, 5, 4),
+    "tcl": (256, 512, 20, 5),
     "tiny": (5, 100, 2, 2),
 }
+CONTINUOUS_PRESET_SIZES = {"continuous": (40_000, 10, 3)}  # N, D, layers
 
 
-@pytest.mark.parametrize("name", list(sy.PRESETS))
+def test_every_preset_has_documented_sizes():
+    assert set(sy.PRESETS) == set(PRESET_SIZES) | set(CONTINUOUS_PRESET_SIZES)
+    for name in CONTINUOUS_PRESET_SIZES:
+        assert isinstance(sy.PRESETS[name], sy.ContinuousConfig)
+
+
+@pytest.mark.parametrize("name", list(PRESET_SIZES))
 def test_presets_match_documented_sizes(name):
     n_segments, per_segment, dim, n_layers = PRESET_SIZES[name]
     config = sy.PRESETS[name]
@@ -341,6 +404,95 @@ def test_preset_specifics():
             "icebeem",
             "gaussian",
         )
+
+
+def _tcl_forward(s: np.ndarray, matrices) -> np.ndarray:
+    """TCL's mixing written out in its own column convention: ``h <- A h``, leaky ReLU (0.2)
+    between layers, none after the last, no bias; ``matrices`` in our row convention."""
+    h = s.T
+    for i, a in enumerate(matrices):
+        h = a.T @ h  # TCL's A, with unit-norm columns
+        if i < len(matrices) - 1:
+            h = np.where(h < 0, 0.2 * h, h)
+    return h.T
+
+
+def test_tcl_preset_follows_tcls_recipe():
+    config = sy.PRESETS["tcl"]
+    assert (config.distribution, config.scale_range, config.mean_range) == (
+        "laplace",
+        (0.0, 1.0),
+        None,
+    )
+    assert (config.activation, config.slope, config.family, config.convention) == (
+        "leaky_relu",
+        0.2,
+        "uniform",
+        "ivae",
+    )
+    assert config.transpose_matrices and not config.shared_matrix
+    ds = sy.make_preset("tcl", 0, n_sources=5)
+    assert ds.x.shape == ds.s.shape == (256 * 512, 5) and ds.u.shape == (256 * 512,)
+    # Sources: unit-variance Laplace modulated by a factor in (0, 1] per segment and component.
+    params = sy.source_params(ds)
+    assert params.scales.shape == (256, 5) and params.distribution == "laplace"
+    assert np.all((params.scales > 0.0) & (params.scales <= 1.0))
+    assert params.scales.min() < 0.01 and params.scales.max() > 0.99
+    assert np.all(params.means == 0.0)
+    stds = np.array([ds.s[ds.u == k].std(axis=0) for k in range(256)])
+    np.testing.assert_allclose(stds / params.scales, 1.0, atol=0.2)
+    # Mixing: 5 matrices, 4 leaky ReLUs, TCL's unit-norm columns (rows here), well conditioned.
+    mixing = ds.mixing
+    assert mixing.n_matrices == 5
+    assert not mixing.activation_before_first and not mixing.activation_after_last
+    for a in mixing.matrices:
+        np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-12)
+    assert np.all(mixing.condition_numbers <= sy.condition_threshold(5))
+    np.testing.assert_allclose(_tcl_forward(ds.s, mixing.matrices), ds.x, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(mixing(np.zeros((1, 5))), 0.0)  # no bias
+    # The matrices are the uniform family's draws, transposed: same stream without the flag.
+    plain = sy.make_preset("tcl", 0, n_sources=5, transpose_matrices=False)
+    np.testing.assert_array_equal(plain.s, ds.s)
+    for a, b in zip(mixing.matrices, plain.mixing.matrices, strict=True):
+        np.testing.assert_array_equal(a, b.T)
+    # Deterministic per seed; small variants from overrides.
+    again = sy.make_preset("tcl", 0, n_sources=5)
+    np.testing.assert_array_equal(again.x, ds.x)
+    assert not np.allclose(sy.make_preset("tcl", 1, n_sources=5).x, ds.x)
+    small = sy.make_preset("tcl", 2, n_sources=3, n_layers=2, n_segments=8, samples_per_segment=9)
+    assert small.x.shape == (72, 3) and small.mixing.n_matrices == 2
+
+
+def test_continuous_preset_carries_u_sources_mixing_and_scales():
+    config = sy.PRESETS["continuous"]
+    assert (config.distribution, config.scale_range, config.bandwidth, config.aux) == (
+        "laplace",
+        (0.5, 3.0),
+        0.25,
+        "time",
+    )
+    n, dim, n_layers = CONTINUOUS_PRESET_SIZES["continuous"]
+    assert (config.n_samples, config.n_sources, config.n_layers) == (n, dim, n_layers)
+    assert config.description
+    ds = sy.make_preset("continuous", 0, n_samples=2000, n_threshold_draws=FAST_DRAWS)
+    assert ds.x.shape == ds.s.shape == (2000, dim)
+    assert ds.u.shape == (2000, 1) and ds.u.dtype == np.float64
+    np.testing.assert_array_equal(ds.u[:, 0], np.linspace(0.0, 1.0, 2000))
+    assert (ds.mixing.n_matrices, ds.mixing.activation, ds.mixing.slope) == (3, "leaky_relu", 0.2)
+    assert not ds.mixing.activation_after_last
+    np.testing.assert_allclose(ds.mixing.inverse(ds.x), ds.s, atol=1e-8)
+    params = sy.source_params(ds)
+    scales = params.scales(ds.u)
+    assert np.all((scales >= 0.5) & (scales <= 3.0))
+    assert np.all(scales.max(axis=0) - scales.min(axis=0) > 0.3)  # the scales do vary in t
+    assert ds.config["preset"] == "continuous" and ds.config["seed"] == 0
+    np.testing.assert_array_equal(
+        ds.x, sy.make_preset("continuous", 0, n_samples=2000, n_threshold_draws=FAST_DRAWS).x
+    )
+    bigger = sy.make_preset("continuous", 1, n_sources=3, n_samples=50, n_layers=2)
+    assert bigger.x.shape == (50, 3) and bigger.mixing.n_matrices == 2
+    with pytest.raises(ValueError, match="n_samples"):
+        sy.make_preset("continuous", 0, n_segments=4)
 
 
 def test_make_preset_overrides_and_errors():

@@ -212,3 +212,121 @@ def test_split_source_sampling_equals_segment_sources():
     np.testing.assert_array_equal(restored.means, params.means)
     with pytest.raises(ValueError, match="malformed"):
         sy.SegmentSourceParams.from_dict({"distribution": "gaussian"})
+
+
+class _TruthAsFit:
+    """A stand-in fit whose likelihood is the true model's, worsened by ``blur`` per sample."""
+
+    def __init__(self, data: sy.Dataset, blur: float = 0.0):
+        self.data, self.blur = data, blur
+
+    def log_likelihood(self, x, u=None):
+        if u is None:
+            ll = sy.true_marginal_log_likelihood(self.data, x)
+        else:
+            ll = sy.true_log_likelihood(self.data, x, u)
+        return ll - self.blur * (1 + np.abs(x).sum(1))
+
+
+def test_tcl_true_likelihood_is_exact_and_nll_gap_works_on_a_tiny_version():
+    ds = sy.make_preset(
+        "tcl", 0, n_sources=3, n_segments=6, samples_per_segment=50, n_threshold_draws=FAST_DRAWS
+    )
+    params = sy.source_params(ds)
+    assert np.all((params.scales > 0.0) & (params.scales <= 1.0))
+    log_lik = sy.true_log_likelihood(ds)
+    assert log_lik.shape == (300,) and np.all(np.isfinite(log_lik))
+    _, forward_log_det = ds.mixing.forward_and_log_det(ds.s)
+    expected = params.log_density(ds.s, ds.u) - forward_log_det
+    np.testing.assert_allclose(log_lik, expected, atol=1e-8, rtol=0)
+    assert np.isfinite(sy.true_marginal_log_likelihood(ds)).all()
+    for conditional in (True, False):
+        exact = sy.nll_gap(_TruthAsFit(ds), ds, seed=1, conditional=conditional)
+        assert exact["nll_gap"] == pytest.approx(0.0, abs=1e-12)
+        assert np.isfinite(exact["true_nll"])
+        worse = sy.nll_gap(_TruthAsFit(ds, 0.1), ds, seed=1, conditional=conditional)
+        assert worse["nll_gap"] > 0.1
+
+
+def _continuous(seed: int, **fields) -> sy.Dataset:
+    config = dict(n_sources=2, n_samples=300, n_layers=2, n_threshold_draws=FAST_DRAWS)
+    config.update(fields)
+    return sy.generate_dataset(seed, sy.ContinuousConfig(**config))
+
+
+def _direct_scales(params: sy.ContinuousSourceParams, u: np.ndarray) -> np.ndarray:
+    """``sigma_j(u)`` written out feature by feature (synthetic.continuous's formula)."""
+    n_sources, n_features, _ = params.frequencies.shape
+    g = np.zeros((u.shape[0], n_sources))
+    for j in range(n_sources):
+        for m in range(n_features):
+            g[:, j] += params.weights[j, m] * np.cos(
+                u @ params.frequencies[j, m] + params.phases[j, m]
+            )
+    g *= np.sqrt(2.0 / n_features)
+    lo, hi = params.scale_range
+    return lo + (hi - lo) * (1.0 + np.tanh(g)) / 2.0
+
+
+def test_continuous_true_likelihood_is_the_direct_change_of_variables():
+    """log p(x | t) = sum_j log Laplace(s_j; std sigma_j(t)) + log|det J_{f^-1}(x)|, with the
+    scales recomputed from the recorded parameters and the log-det from finite differences."""
+    ds = _continuous(0)
+    params = sy.source_params(ds)
+    assert isinstance(params, sy.ContinuousSourceParams) and params.aux == "time"
+    sigma = _direct_scales(params, ds.u)
+    np.testing.assert_allclose(params.scales(ds.u), sigma, rtol=1e-12)
+    log_p_s = stats.laplace.logpdf(ds.s, scale=sigma / np.sqrt(2.0)).sum(axis=1)
+    sign, log_det = np.linalg.slogdet(_fd_jacobian(ds.mixing.inverse, ds.x))
+    assert np.all(sign != 0)
+    log_lik = sy.true_log_likelihood(ds)
+    assert log_lik.shape == (300,) and log_lik.dtype == np.float64
+    np.testing.assert_allclose(log_lik, log_p_s + log_det, atol=1e-5, rtol=0)
+    _, forward_log_det = ds.mixing.forward_and_log_det(ds.s)
+    np.testing.assert_allclose(log_lik, log_p_s - forward_log_det, atol=1e-9, rtol=0)
+    # Other x and u: the same formula at the given points.
+    x, u = ds.x[::3], np.random.default_rng(1).uniform(size=(100, 1))
+    s = ds.mixing.inverse(x)
+    sigma = _direct_scales(params, u)
+    direct = stats.laplace.logpdf(s, scale=sigma / np.sqrt(2.0)).sum(axis=1)
+    direct -= ds.mixing.forward_and_log_det(s)[1]
+    np.testing.assert_allclose(sy.true_log_likelihood(ds, x, u), direct, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("distribution", sy.DISTRIBUTIONS)
+def test_continuous_one_dimensional_density_integrates_to_one_at_each_time(distribution):
+    ds = _continuous(2, n_sources=1, convention="tcl", distribution=distribution)
+    s_grid = np.linspace(-40.0, 40.0, 400_001)[:, None]
+    x_grid = ds.mixing(s_grid)
+    x_grid = x_grid[np.argsort(x_grid[:, 0])]
+    for t in (0.0, 0.37, 1.0):
+        density = np.exp(sy.true_log_likelihood(ds, x_grid, np.full((len(x_grid), 1), t)))
+        tol = 2e-3 if distribution == "student_t" else 2e-4  # t_5's tails beyond the grid
+        assert np.trapezoid(density, x_grid[:, 0]) == pytest.approx(1.0, abs=tol)
+
+
+def test_continuous_nll_gap_truth_samples_and_missing_marginal(tmp_path):
+    ds = _continuous(3, n_sources=3, n_samples=400)
+    assert not sy.has_true_marginal(ds) and sy.has_true_marginal(sy.make_preset("tiny", 0))
+    test = sy.sample_from_truth(1, ds)
+    np.testing.assert_array_equal(test.u, ds.u)  # the same time grid, fresh sources
+    assert test.s.shape == ds.s.shape and not np.allclose(test.s, ds.s)
+    assert test.mixing is ds.mixing
+    exact = sy.nll_gap(_TruthAsFit(ds), ds, seed=5)
+    assert exact["nll_gap"] == pytest.approx(0.0, abs=1e-12) and np.isfinite(exact["true_nll"])
+    assert sy.nll_gap(_TruthAsFit(ds, 0.1), ds, seed=5)["nll_gap"] > 0.1
+    # u carries information: the true model at the wrong times is less likely.
+    true_ll = sy.true_log_likelihood(ds, test.x, test.u).mean()
+    assert true_ll > sy.true_log_likelihood(ds, test.x, test.u[::-1]).mean()
+    with pytest.raises(ValueError, match="continuous u"):
+        sy.true_marginal_log_likelihood(ds)
+    with pytest.raises(ValueError, match="conditional fits only"):
+        sy.nll_gap(_TruthAsFit(ds), ds, seed=5, conditional=False)
+    with pytest.raises(ValueError, match="no segments"):
+        sy.sample_from_truth(1, ds, samples_per_segment=10)
+    loaded = sy.load_dataset(ds.save(tmp_path / "c.npz"))
+    assert loaded.u.dtype == np.float64 and loaded.u.shape == (400, 1)
+    np.testing.assert_array_equal(sy.true_log_likelihood(loaded), sy.true_log_likelihood(ds))
+    unknown = {**ds.config, "source_params": {**ds.config["source_params"], "kind": "gp"}}
+    with pytest.raises(ValueError, match="unknown source parameter kind 'gp'"):
+        sy.source_params(sy.Dataset(x=ds.x, u=ds.u, mixing=ds.mixing, config=unknown))

@@ -38,6 +38,36 @@ def _icebeem_depths(overrides: tuple = ()) -> tuple[Setting, ...]:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class _ContinuousExperiment(ExperimentConfig):
+    """An experiment on continuous-``u`` data (``synthetic.ContinuousConfig`` presets, sized by
+    ``n_samples``, with no segments): its smoke version holds as many samples as
+    :meth:`ExperimentConfig.smoke`'s segments do."""
+
+    def smoke(self) -> ExperimentConfig:
+        config = super().smoke()
+        settings = tuple(
+            dataclasses.replace(s, overrides=_unsegmented(s.overrides)) for s in config.settings
+        )
+        return dataclasses.replace(config, settings=settings)
+
+
+def _unsegmented(overrides: tuple) -> tuple:
+    """``overrides`` with ``n_segments`` x ``samples_per_segment`` replaced by ``n_samples``."""
+    fields = dict(overrides)
+    fields["n_samples"] = fields.pop("n_segments") * fields.pop("samples_per_segment")
+    return tuple(fields.items())
+
+
+def _tcl_settings() -> tuple[Setting, ...]:
+    """TCL's simulation (preset ``tcl``, 256 x 512) at (D, L) = (5, 5), (20, 5) (published)
+    and (20, 3)."""
+    return tuple(
+        Setting(f"D={d} L={n}", "tcl", (("n_sources", d), ("n_layers", n)))
+        for d, n in ((5, 5), (20, 5), (20, 3))
+    )
+
+
 def _benchmark(name: str, description: str, settings: tuple, **fields) -> ExperimentConfig:
     """A benchmark config: every method of :data:`BENCHMARK_MODELS`, five seeds."""
     return ExperimentConfig(
@@ -117,6 +147,36 @@ _SHIPPED = (
         seeds=_FIVE_SEEDS,
         models=("fastica", "ivae", "tcl"),  # nica's conditional model: `nica run icebeem`
         command="nica run icebeem-2000 --out results/baselines/icebeem-2000",
+    ),
+    ExperimentConfig(
+        name="tcl",
+        description=(
+            "TCL's simulation (`nica run tcl`; Hyvarinen & Morioka 2016): Laplace sources"
+            " modulated by U(0, 1) scales over 256 segments x 512 points, L-layer leaky-ReLU"
+            " (0.2) mixing of well-conditioned uniform matrices; D=5 L=5, the published D=20"
+            " L=5, and D=20 L=3. The conditional model vs FastICA: the iVAE and TCL baselines"
+            " are too slow at 131072 x 20 to run here."
+        ),
+        settings=_tcl_settings(),
+        models=("conditional", "fastica"),
+        command="nica run tcl --out results/tcl",
+    ),
+    _ContinuousExperiment(
+        name="continuous",
+        description=(
+            "Continuous auxiliary variable u = t (`nica run continuous`): Laplace sources whose"
+            " standard deviations are smooth functions of time in [0.5, 3] (length scale 0.25"
+            " on t in [0, 1]), 3-layer leaky-ReLU mixing; D=10 over 40000 and D=20 over 80000"
+            " time points (the sample sizes of the `dimension` sweep). The conditional model,"
+            " its prior an MLP of u, vs FastICA: TCL needs segments, and iVAE is too slow at"
+            " this size."
+        ),
+        settings=(
+            Setting("D=10", "continuous", (("n_sources", 10), ("n_samples", 40_000))),
+            Setting("D=20", "continuous", (("n_sources", 20), ("n_samples", 80_000))),
+        ),
+        models=("conditional", "fastica"),
+        command="nica run continuous --out results/continuous",
     ),
     ExperimentConfig(
         name="depth",
