@@ -4,6 +4,11 @@ Start with :func:`fit` (arrays in, :class:`FittedModel` out; the defaults of ``n
 :func:`load`; :class:`FitConfig` composes the typed settings (:class:`ModelConfig`,
 :class:`OptimizerConfig`, :class:`LoopConfig`, :class:`RestartConfig`). :func:`train` is the
 low-level trainer of a Flax module.
+
+Importing nica turns on JAX's persistent compilation cache in a private per-user folder
+(``~/.cache/nica/jax``; ``NICA_CACHE_DIR`` moves it, ``NICA_CACHE_DIR=off`` turns it off,
+:func:`set_cache_dir` does either from code; a ``JAX_COMPILATION_CACHE_DIR`` of the user's is
+kept): see :mod:`nica.util.cache`.
 """
 
 from nica.core.activations import ACTIVATIONS, make_activation
@@ -28,6 +33,10 @@ from nica.fitting.estimator import fit, fit_seeds
 from nica.fitting.fitted import FittedModel, load
 from nica.fitting.stopping import FitResult, ProgressEvent, TrainingDivergedError
 from nica.fitting.training import train, train_seeds
+from nica.util.cache import enable_default_cache as _enable_default_cache
+from nica.util.cache import set_cache_dir
+
+_enable_default_cache()  # before the first compilation; cheap, never raises
 
 __version__ = "0.3.0"
 
@@ -63,6 +72,7 @@ __all__ = [
     "mean_correlation_coefficient",
     "relative_dense",
     "relative_log_abs_det",
+    "set_cache_dir",
     "train",
     "train_seeds",
 ]

@@ -4,13 +4,25 @@ The suite compiles many small programs and runs each briefly, so XLA's CPU backe
 its cheapest optimisation level (about half the compile time; the same numerics up to
 floating-point reassociation). Set before JAX is imported, and inherited by the subprocess
 tests; benchmarks and experiments run with XLA's defaults.
+
+Compiled programs are cached in the git-ignored ``.pytest_cache/nica-jax`` of the checkout, never
+in the user's folder (``NICA_CACHE_DIR``, inherited by the subprocess tests; a
+``JAX_COMPILATION_CACHE_DIR`` of the user's is dropped): the xdist workers and subprocesses share
+it, and a second run of the suite finds its programs compiled. ``NICA_CACHE_DIR=off pytest``
+runs without it; ``pytest --cache-clear`` empties it.
 """
 
 import os
+from pathlib import Path
 
 os.environ["XLA_FLAGS"] = " ".join(
     filter(None, [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"])
 )
+os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+if os.environ.get("NICA_CACHE_DIR", "").strip().lower() != "off":
+    os.environ["NICA_CACHE_DIR"] = str(
+        Path(__file__).resolve().parents[1] / ".pytest_cache" / "nica-jax"
+    )
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -16,6 +16,7 @@ from nica.core.conditional import CONDITIONAL_FAMILIES
 from nica.core.priors import PRIORS
 from nica.fitting.config import AUTO_DEPTH, AUTO_DEPTH_RULE, AUTO_PRIORS
 from nica.methods import METHODS
+from nica.util.cache import CACHE_ENV, CACHE_OFF, cache_dir
 
 __all__ = ["build_parser"]
 
@@ -190,7 +191,13 @@ def _add_run_parser(commands) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``nica`` parser; each command sets ``handler(args) -> exit status``."""
-    parser = Parser(prog="nica", description="Exact maximum-likelihood nonlinear ICA.")
+    cached = f"cached in {cache_dir()}" if cache_dir() else "not cached"
+    parser = Parser(
+        prog="nica",
+        description="Exact maximum-likelihood nonlinear ICA.",
+        epilog=f"Compiled programs are {cached} ({CACHE_ENV}=DIR moves the compilation cache, "
+        f"{CACHE_ENV}={CACHE_OFF} turns it off).",
+    )
     parser.add_argument("--version", action="version", version=f"nica {version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _add_fit_parser(commands)
