@@ -22,7 +22,8 @@ demo: $(BIN)/python
 
 # Regenerates the committed reports, results/NAME for each NAME in REPORTS, the benchmarks in
 # the relative gradient mode (results/gradient_benchmarks/relative/NAME), the baselines'
-# validation (results/baselines: the ivae-original and icebeem-2000 configs), and the index
+# validation (results/baselines: the ivae-original and icebeem-2000 configs), the
+# representability of the true demixers (results/representability), and the index
 # results/README.md.
 results: $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[baselines]"
@@ -31,6 +32,7 @@ results: $(BIN)/python
 		$(BIN)/nica run $$name-relative --out results/gradient_benchmarks/relative/$$name || exit 1; \
 	done
 	$(BIN)/python -m experiments.baselines --out results/baselines
+	$(BIN)/python -m experiments.representability --out results/representability
 	$(BIN)/python -m experiments.results_index
 
 test: $(BIN)/python

@@ -33,6 +33,9 @@ CASES = {
     "leaky_tanh_1": ("leaky_tanh", {"beta": 1.0}),
     "monotone_mixture_4_sharp_knots": ("monotone_mixture", {"knots": 4, "sharpness": 20.0}),
     "monotone_spline_5_knots": ("monotone_spline", {"knots": 5}),
+    # Knots denser near 0 (sinh-spaced): the interval lookup inverts the warp.
+    "monotone_spline_warp_3_5_knots": ("monotone_spline", {"knots": 5, "warp": 3.0}),
+    "monotone_spline_warp_10": ("monotone_spline", {"warp": 10.0}),
 }
 
 # The learnable families, with the slope count per unit of their default configuration.
@@ -238,3 +241,19 @@ def test_bad_names_and_parameters_raise_clear_errors():
         MonotoneSpline(3, init_tail_slope=-1.0)
     with pytest.raises(ValueError, match="unknown activation 'relu'"):
         is_learnable("relu")
+
+
+def test_warped_spline_grid_and_identity_start(x64):
+    """``warp`` places the knots at ``bound sinh(warp u) / sinh(warp)`` (u evenly on [-1, 1]),
+    denser near 0, and the spline still starts at the identity."""
+    act = MonotoneSpline(2, knots=7, bound=4.0, warp=3.0, param_dtype=jnp.float64)
+    u = np.linspace(-1.0, 1.0, 7)
+    np.testing.assert_allclose(act.grid, 4.0 * np.sinh(3.0 * u) / np.sinh(3.0), rtol=1e-15)
+    widths = np.diff(act.grid)
+    assert widths[3] < widths[4] < widths[5]  # from the centre outwards
+    y = jnp.linspace(-9.0, 9.0, 101, dtype=jnp.float64)[:, None] * jnp.ones((1, 2), jnp.float64)
+    value, log_derivative = value_and_log_derivative(act, y)
+    np.testing.assert_allclose(value, y, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(log_derivative, 0.0, atol=1e-13)
+    with pytest.raises(ValueError, match="warp"):
+        MonotoneSpline(2, warp=-1.0)

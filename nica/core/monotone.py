@@ -100,6 +100,17 @@ def _logistic_parts_jvp(primals, tangents):
     return (softplus, pos, neg), (pos * du, slope, -slope)
 
 
+def _spline_grid(knots: int, bound: float, warp: float) -> np.ndarray:
+    """``knots`` points on ``[-bound, bound]``, symmetric about 0: evenly spaced for
+    ``warp = 0``, else ``bound sinh(warp u) / sinh(warp)`` at evenly spaced ``u`` in
+    ``[-1, 1]`` (denser near 0, where the spacing is about ``warp / sinh(warp)`` times the
+    even one)."""
+    u = np.linspace(-1.0, 1.0, knots)
+    if not warp:
+        return np.linspace(-bound, bound, knots)
+    return bound * np.sinh(warp * u) / np.sinh(warp)
+
+
 def _knot_grid(knots: int, bound: float) -> np.ndarray:
     """``knots`` equally spaced points on ``[-bound, bound]`` (the single point 0 for one knot)."""
     return np.zeros(1) if knots == 1 else np.linspace(-bound, bound, knots)
@@ -228,7 +239,8 @@ class MonotoneMixture(_PerUnitSlopes):
 class MonotoneSpline(_PerUnitSlopes):
     """Learnable, strictly increasing activation: a positive linear spline as its derivative.
 
-    With ``K`` knots ``t_k = -bound + k h`` (``h = 2 bound / (K - 1)``) and, per unit, slopes
+    With ``K`` knots ``t_k = -bound + k h`` (``h = 2 bound / (K - 1)``; ``warp`` spaces them
+    unevenly, with ``h_k = t_{k+1} - t_k`` in place of ``h``) and, per unit, slopes
     ``v_k = exp(log_slopes[k]) > 0`` at the knots:
 
         sigma'(y) = sum_k v_k hat_k(m),   m = clip((y - t_0) / h, 0, K - 1),
@@ -250,6 +262,11 @@ class MonotoneSpline(_PerUnitSlopes):
       dim: number of units ``D``.
       knots: ``K``, odd and >= 3 (the centre knot is 0), knots per unit; ``D K`` parameters.
       bound: knots span ``[-bound, bound]``. Pre-activations of standardised data are O(1).
+      warp: ``>= 0``; 0 (default): evenly spaced knots. Else the knots are
+        ``t_k = bound sinh(warp u_k) / sinh(warp)`` at evenly spaced ``u_k`` in ``[-1, 1]``:
+        denser near 0 (a spacing about ``warp / sinh(warp)`` times the even one), so a kink at
+        0 is smoothed over a shorter interval; the interval of ``y`` is found by inverting the
+        warp (``arcsinh``), still one lookup per element.
       init_tail_slope: initial slope at and beyond ``|y| = bound``; the initial slopes
         interpolate geometrically from 1 at the centre. 1 (default) starts at the identity.
       param_dtype: dtype of ``log_slopes``.
@@ -264,6 +281,7 @@ class MonotoneSpline(_PerUnitSlopes):
         *,
         knots: int = 17,
         bound: float = 4.0,
+        warp: float = 0.0,
         init_tail_slope: float = 1.0,
         param_dtype=jnp.float32,
     ):
@@ -272,14 +290,18 @@ class MonotoneSpline(_PerUnitSlopes):
                 f"MonotoneSpline needs dim >= 1 and an odd number of knots >= 3 (0 is the "
                 f"centre knot), got {dim}, {knots}"
             )
-        if not (bound > 0 and init_tail_slope > 0):
+        if not (bound > 0 and init_tail_slope > 0 and warp >= 0):
             raise ValueError(
-                f"MonotoneSpline bound and init_tail_slope must be > 0, got {bound}, "
-                f"{init_tail_slope}"
+                f"MonotoneSpline bound and init_tail_slope must be > 0 and warp >= 0, got "
+                f"{bound}, {init_tail_slope}, {warp}"
             )
-        grid = np.linspace(-bound, bound, knots)
+        grid = _spline_grid(knots, bound, warp)
         # Static metadata (plain floats): identical for every initialisation key.
+        self.grid = tuple(float(t) for t in grid)
+        self.widths = tuple(float(h) for h in np.diff(grid))
         self.start = float(-bound)
+        self.bound = float(bound)
+        self.warp = float(warp)
         self.spacing = float(grid[1] - grid[0])
         self.last = float(knots - 1)
         self.centre = (knots - 1) // 2
@@ -290,32 +312,60 @@ class MonotoneSpline(_PerUnitSlopes):
         """``sigma(t_k)``, shape ``(K, dim)``, from the centre knot ``t_c = 0`` outwards: each
         is a signed sum of the trapezoids between 0 and ``t_k`` only, so a slope's gradient
         never holds cancelling terms from knots a sample does not pass."""
-        trapezoids = 0.5 * self.spacing * (v[1:] + v[:-1])  # (K - 1, dim)
+        if self.warp:
+            widths = jnp.asarray(self.widths, v.dtype)[:, None]
+            trapezoids = 0.5 * widths * (v[1:] + v[:-1])  # (K - 1, dim)
+        else:
+            trapezoids = 0.5 * self.spacing * (v[1:] + v[:-1])
         c = self.centre
         left = -jnp.cumsum(trapezoids[:c][::-1], axis=0)[::-1]
         right = jnp.cumsum(trapezoids[c:], axis=0)
         return jnp.concatenate([left, jnp.zeros_like(v[:1]), right])
 
+    def _position(self, y):
+        """``(m, a, i)``: the knot coordinate of ``y`` clipped to ``[0, K - 1]``, unclipped
+        (tails), and the index ``i`` of the knot left of ``y`` (at most ``K - 2``)."""
+        if self.warp:
+            # t_k = bound sinh(warp (k - c) / c) / sinh(warp): invert the warp to find k.
+            c = float(self.centre)
+            a = c + c * jnp.arcsinh(y * (np.sinh(self.warp) / self.bound)) / self.warp
+        else:
+            a = (y - self.start) / self.spacing
+        m = jnp.clip(a, 0.0, self.last)
+        i = jnp.minimum(jnp.floor(m), self.last - 1).astype(jnp.int32)
+        return m, a, i
+
     def _locate(self, y):
-        """``(v_i, v_{i+1}, sigma(t_i), frac, a, v)``: slopes and value at the knot left of
-        ``y``, each of shape ``(..., dim)``, with ``a = (y - t_0) / h``,
-        ``i = min(floor(clip(a, 0, K - 1)), K - 2)``, ``frac = clip(a, 0, K - 1) - i``; and all
-        slopes ``v`` of shape ``(K, dim)``."""
+        """``(v_i, v_{i+1}, sigma(t_i), frac, tails, v)``: slopes and value at the knot left of
+        ``y`` and ``frac``, the position of ``y`` between knots ``i`` and ``i + 1`` as a share
+        of their spacing (in ``[0, 1]`` inside the grid), each of shape ``(..., dim)``;
+        ``tails``, the signed distance of ``y`` beyond the outer knots; all slopes ``v`` of
+        shape ``(K, dim)``."""
         log_v = self.log_slopes[...]
         dtype = jnp.result_type(y, log_v)
         v = jnp.exp(log_v.astype(dtype)).T
-        a = (y.astype(dtype) - self.start) / self.spacing
-        m = jnp.clip(a, 0.0, self.last)
-        i = jnp.minimum(jnp.floor(m), self.last - 1).astype(jnp.int32)
+        y = y.astype(dtype)
+        m, a, i = self._position(y)
         units = jnp.arange(v.shape[1])
-        return v[i, units], v[i + 1, units], self._knot_values(v)[i, units], m - i, a, v
+        if self.warp:
+            grid = jnp.asarray(self.grid, dtype)
+            widths = jnp.asarray(self.widths, dtype)
+            spacing = widths[i]
+            frac = (jnp.clip(y, grid[0], grid[-1]) - grid[i]) / spacing
+            tails = v[0] * jnp.minimum(y - grid[0], 0.0) + v[-1] * jnp.maximum(y - grid[-1], 0.0)
+        else:
+            spacing = self.spacing
+            frac = m - i
+            tails = self.spacing * (
+                v[0] * jnp.minimum(a, 0.0) + v[-1] * jnp.maximum(a - self.last, 0.0)
+            )
+        return v[i, units], v[i + 1, units], self._knot_values(v)[i, units], frac, tails, spacing
 
     def _value_and_derivative(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``(sigma(y), sigma'(y))`` from one lookup, each ``(..., dim)``."""
-        v_i, v_next, s_i, frac, a, v = self._locate(y)
-        inner = s_i + self.spacing * frac * (v_i + 0.5 * (v_next - v_i) * frac)
-        tails = v[0] * jnp.minimum(a, 0.0) + v[-1] * jnp.maximum(a - self.last, 0.0)
-        return inner + self.spacing * tails, (1.0 - frac) * v_i + frac * v_next
+        v_i, v_next, s_i, frac, tails, spacing = self._locate(y)
+        inner = s_i + spacing * frac * (v_i + 0.5 * (v_next - v_i) * frac)
+        return inner + tails, (1.0 - frac) * v_i + frac * v_next
 
     def value(self, y: jax.Array) -> jax.Array:
         """``sigma(y)``, shape ``(..., dim)`` -> ``(..., dim)``."""
