@@ -217,3 +217,22 @@ def test_a_second_process_loads_what_the_first_compiled(tmp_path):
 
     hits, _ = _result(_probe(NICA_CACHE_DIR=str(ours)))
     assert hits >= 1 and _entries(ours) == written  # loaded, nothing compiled again
+
+
+def test_time_to_result_smoke_second_process_gives_the_same_fit_and_resumes(tmp_path):
+    """experiments.time_to_result: two fresh `nica fit` processes on one cache folder give the
+    same fit (a cached program computes what a compiled one does); a rerun keeps the
+    records and runs nothing."""
+    from experiments import time_to_result
+
+    records = time_to_result.main(["--smoke", "--out", str(tmp_path)])
+    first, second = records
+    assert (first["job"], first["mode"], second["mode"]) == ("fit", "first", "second")
+    assert first["process_s"] > 0 and second["process_s"] > 0
+    for key in ("val_nll", "mcc_pearson", "nll_gap"):
+        assert second[key] == first[key]
+    report = (tmp_path / "report.md").read_text()
+    assert "| current |" in report and "| fit | second |" in report
+
+    again = time_to_result.main(["--smoke", "--out", str(tmp_path)])
+    assert again == records
