@@ -186,6 +186,8 @@ BAD_FLAGS = {
     "non-numeric-seed": (["--seed", "1.5"], "invalid int value: '1.5'"),
     "non-numeric-learning-rate": (["--learning-rate", "fast"], "invalid float value: 'fast'"),
     "zero-depth": (["--depth", "0"], "depth must be >= 1"),
+    "zero-depth-in-search": (["--depth", "4,0"], "depths to search must be integers >= 1"),
+    "non-numeric-depth": (["--depth", "4,five"], "invalid depth value: '4,five'"),
     "zero-restarts": (["--restarts", "0"], "restarts must be >= 1"),
     "zero-batch-size": (["--batch-size", "0"], "batch_size must be >= 1"),
     "negative-learning-rate": (["--learning-rate", "-1"], "learning_rate"),
@@ -434,3 +436,19 @@ def test_run_wires_bars_passes_its_options_and_prints_the_report(tmp_path, capsy
     assert main(["run", "icebeem", "--quiet"]) == 0
     captured = capsys.readouterr()
     assert captured.out == "" and "no report yet" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("text", "want"), [("auto", "auto"), ("4", 4), ("4,5", [4, 5]), ("7,", None)]
+)
+def test_depth_flag_reads_auto_an_integer_or_the_depths_to_search(text, want, tmp_path):
+    from nica.apps.cli.parser import build_parser
+
+    argv = ["fit", "--data", "x.npz", "--out", str(tmp_path), "--depth", text]
+    if want is None:  # "7," is not a list of integers
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(argv)
+        return
+    depth = build_parser().parse_args(argv).depth
+    assert depth == want
+    assert nica.FitConfig.from_flat({"depth": depth}).flat()["depth"] == want

@@ -46,7 +46,7 @@ RECORD_0_2_0 = {
 }
 
 BAD_PARTS = {
-    "depth-name": (nica.ModelConfig, {"depth": "deep"}, "depth must be 'auto' or an integer"),
+    "depth-name": (nica.ModelConfig, {"depth": "deep"}, "depth must be 'auto', an integer"),
     "depth-zero": (nica.ModelConfig, {"depth": 0}, "depth must be >= 1, got 0"),
     "activation-name": (nica.ModelConfig, {"activation": "monotone_spline"}, "activation must be"),
     "prior-name": (
@@ -260,12 +260,18 @@ def test_presets():
 
 @pytest.mark.parametrize(
     ("depth", "dim", "want"),
-    [("auto", 2, (4, 5)), ("auto", 10, (4, 5)), ("auto", 11, (6,)), (3, 50, (3,))],
+    [
+        ("auto", 2, (4, 5)),
+        ("auto", 10, (4, 5)),
+        ("auto", 11, (6,)),
+        (3, 50, (3,)),
+        ([4, 5], 50, (4, 5)),
+    ],
 )
 def test_auto_depth_rule(depth, dim, want):
     config = nica.FitConfig.from_flat({"depth": depth})
     assert config.resolve(dim).depths == want
-    assert isinstance(config.model.depth, nica.DepthSearch if depth == "auto" else int)
+    assert isinstance(config.model.depth, int if isinstance(depth, int) else nica.DepthSearch)
     assert (config.to_dict().get("depth_rule") == AUTO_DEPTH_RULE) == (depth == "auto")
 
 

@@ -1,6 +1,9 @@
 """Rules that follow the data dimension: kernel steps scaled by ``lr_reference_dim`` and the
 ``auto`` depth of the demixer."""
 
+import json
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -106,6 +109,8 @@ def test_unscaled_dimensions_compile_the_same_step(x64):
     [
         ("auto", 2, (4, 5)),
         ("auto", 10, (4, 5)),
+        ([4, 5], 2, (4, 5)),
+        ((6, 2), 50, (6, 2)),
         ("auto", 11, (6,)),
         ("auto", 50, (6,)),
         (3, 50, (3,)),
@@ -116,7 +121,8 @@ def test_candidate_depths(depth, dim, want):
     config = FitConfig.from_flat({"depth": depth})
     assert config.resolve(dim).depths == want
     if len(want) > 1:
-        with pytest.raises(ValueError, match=f"depth 'auto' at D={dim} is chosen by fitting"):
+        flat = repr(depth if isinstance(depth, str) else list(depth))
+        with pytest.raises(ValueError, match=re.escape(f"depth {flat} at D={dim} is chosen by")):
             nica.build_model(config, dim, None, key=jax.random.key(0))
 
 
@@ -124,14 +130,29 @@ def test_auto_depth_rule_is_in_the_config_record():
     """Cell keys hash ``to_dict``: a changed rule must change the record of an ``auto`` config."""
     assert FitConfig().to_dict()["depth_rule"] == nica.fitting.config.AUTO_DEPTH_RULE
     assert "depth_rule" not in FitConfig.from_flat({"depth": 4}).to_dict()
+    assert "depth_rule" not in FitConfig.from_flat({"depth": [4, 5]}).to_dict()
+
+
+@pytest.mark.parametrize("depth", ["auto", 3, [4, 5], [8, 2, 5]])
+def test_depth_settings_round_trip_through_the_flat_record(depth):
+    """A search among depths is its list in the flat record (a JSON list), read back as the
+    same search, in the same order (ties go to the first)."""
+    config = FitConfig.from_flat({"depth": depth})
+    assert config.flat()["depth"] == depth
+    assert FitConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
 @pytest.mark.parametrize(
     ("depth", "message"),
     [
-        ("deep", "depth must be 'auto' or an integer"),
+        ("deep", "depth must be 'auto', an integer >= 1 or a list of them"),
         (0, "depth must be >= 1"),
-        (2.5, "depth must be 'auto' or an integer"),
+        (2.5, "depth must be 'auto', an integer >= 1 or a list of them"),
+        (True, "depth must be 'auto', an integer >= 1 or a list of them"),
+        ([], "depths to search must be integers >= 1, got ()"),
+        ([4, 0], "depths to search must be integers >= 1"),
+        ([4, 2.5], "depths to search must be integers >= 1"),
+        ([4, 4], r"depths to search must differ, got \[4, 4\]"),
     ],
 )
 def test_bad_depth_is_one_line_error(depth, message):
@@ -154,15 +175,17 @@ def test_auto_depth_builds_and_saves_the_resolved_demixer(tmp_path):
     np.testing.assert_array_equal(np.asarray(again.transform(x)), np.asarray(fitted.transform(x)))
 
 
-def test_auto_depth_keeps_each_seeds_depth_with_the_lower_validation_nll():
-    """Up to 10 sources ``auto`` is exactly the explicit fits at 4 and 5 layers (same split,
-    same keys), each seed keeping the one with the lower best validation NLL."""
+@pytest.mark.parametrize("depth", ["auto", [4, 5]])
+def test_a_depth_search_keeps_each_seeds_depth_with_the_lower_validation_nll(depth):
+    """``auto`` up to 10 sources, and ``depth=[4, 5]``, are exactly the explicit fits at 4 and
+    5 layers (same split, same keys), each seed keeping the one with the lower best validation
+    NLL."""
     rng = np.random.default_rng(1)
     xs = [np.tanh(rng.laplace(size=(240, 3)) @ rng.normal(size=(3, 3))) for _ in range(3)]
     us = [np.arange(240) % 4 for _ in range(3)]
     small = dict(epochs=3, restarts=1, eval_every=1, batch_size=64)
     seeds = [0, 1, 2]
-    auto = nica.fit_seeds(xs, us, seeds=seeds, **small)
+    auto = nica.fit_seeds(xs, us, seeds=seeds, depth=depth, **small)
     fixed = {d: nica.fit_seeds(xs, us, seeds=seeds, depth=d, **small) for d in (4, 5)}
     for i, fitted in enumerate(auto):
         val = [fixed[d][i].result.best_val_nll for d in (4, 5)]

@@ -32,8 +32,8 @@ def build_model(config: FitConfig, dim: int, aux: dict | None, *, key: jax.Array
     depths = config.resolve(dim).depths
     if len(depths) > 1:
         raise ValueError(
-            f"depth 'auto' at D={dim} is chosen by fitting each of {depths}; set an "
-            "integer depth to build one model"
+            f"depth {config.flat()['depth']!r} at D={dim} is chosen by fitting each of "
+            f"{depths}; set an integer depth to build one model"
         )
     rngs = nnx.Rngs(params=key)
     arguments = network_arguments(config.model.activation)

@@ -57,14 +57,14 @@ __all__ = [
 
 #: ``depth``'s flat value for a :class:`DepthSearch` (``nica fit --depth auto``).
 AUTO_DEPTH = AUTO
-#: Depths of :class:`DepthSearch`: up to :data:`DEEP_ABOVE_DIM` sources each of
+#: Depths of ``DepthSearch()`` (``auto``): up to :data:`DEEP_ABOVE_DIM` sources each of
 #: :data:`SHALLOW_DEPTHS` is fitted and the one with the lowest validation NLL is kept; above,
 #: :data:`DEEP_DEPTH`.
 SHALLOW_DEPTHS, DEEP_DEPTH, DEEP_ABOVE_DIM = (4, 5), 6, 10
 #: The ``auto`` depth rule in words (help texts, reports, and the cell keys of ``nica run``).
 AUTO_DEPTH_RULE = (
-    f"{' or '.join(map(str, SHALLOW_DEPTHS))} up to {DEEP_ABOVE_DIM} sources (the lower "
-    f"validation NLL), {DEEP_DEPTH} above"
+    f"{' or '.join(map(str, SHALLOW_DEPTHS))} up to {DEEP_ABOVE_DIM} sources"
+    f"{' (the lower validation NLL)' if len(SHALLOW_DEPTHS) > 1 else ''}, {DEEP_DEPTH} above"
 )
 #: The prior family of ``auto``, by whether the model is conditional (Eq. 4) or not (Eq. 3).
 AUTO_PRIORS = {True: "gennorm", False: "laplace"}
@@ -84,16 +84,34 @@ def _positive(**values) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class DepthSearch:
-    """``depth='auto'``: the depths tried follow the number of sources (:data:`AUTO_DEPTH_RULE`);
-    with two, each is fitted on the same split and keys and each seed keeps the depth with the
-    lower validation NLL (no depth wins everywhere at a few sources, and the better one had the
-    lower validation NLL in every probe)."""
+    """A depth chosen for the data: ``depth='auto'`` (``DepthSearch()``) follows the number of
+    sources (:data:`AUTO_DEPTH_RULE`); ``DepthSearch((4, 5))`` (flat ``depth=[4, 5]``, CLI
+    ``--depth 4,5``) fits each of those depths on the same split and keys, and each seed keeps
+    the one with the lowest validation NLL (the first on a tie).
+
+    Attributes:
+      depths: ``None`` (the rule), or the depths tried, each >= 1, without repeats.
+    """
+
+    depths: tuple[int, ...] | None = None
 
     #: The rule in words.
     rule: ClassVar[str] = AUTO_DEPTH_RULE
 
+    def __post_init__(self):
+        if self.depths is None:
+            return
+        depths = tuple(self.depths)
+        if not depths or any(type(d) is not int or d < 1 for d in depths):
+            raise ValueError(f"depths to search must be integers >= 1, got {self.depths!r}")
+        if len(set(depths)) != len(depths):
+            raise ValueError(f"depths to search must differ, got {list(depths)}")
+        object.__setattr__(self, "depths", depths)
+
     def candidates(self, dim: int) -> tuple[int, ...]:
         """The depths tried for ``dim`` sources."""
+        if self.depths is not None:
+            return self.depths
         return SHALLOW_DEPTHS if dim <= DEEP_ABOVE_DIM else (DEEP_DEPTH,)
 
 
@@ -125,8 +143,8 @@ class ModelConfig:
     """What is fitted.
 
     Attributes:
-      depth: square layers of the demixer (>= 1), or :class:`DepthSearch` (``"auto"`` is
-        read as one).
+      depth: square layers of the demixer (>= 1), or :class:`DepthSearch` (``"auto"`` and a
+        list of depths are read as one).
       activation: the demixer's activation: a static activation of
         ``nica.core.activations`` (shared by every hidden layer, e.g.
         ``SmoothLeakyReLU(slope=5.0, sharpness=10.0)``) or a learnable one's spec (one module
@@ -144,10 +162,14 @@ class ModelConfig:
     standardise: bool = True
 
     def __post_init__(self):
-        if self.depth == AUTO:
+        if isinstance(self.depth, str) and self.depth == AUTO:
             object.__setattr__(self, "depth", DepthSearch())
-        if not isinstance(self.depth, DepthSearch | int):
-            raise ValueError(f"depth must be 'auto' or an integer >= 1, got {self.depth!r}")
+        elif isinstance(self.depth, list | tuple):
+            object.__setattr__(self, "depth", DepthSearch(tuple(self.depth)))
+        if not isinstance(self.depth, DepthSearch | int) or isinstance(self.depth, bool):
+            raise ValueError(
+                f"depth must be 'auto', an integer >= 1 or a list of them, got {self.depth!r}"
+            )
         if not isinstance(self.depth, DepthSearch) and self.depth < 1:
             raise ValueError(f"depth must be >= 1, got {self.depth}")
         if type(self.activation) not in FAMILY_OF:
@@ -266,8 +288,8 @@ class Resolved(NamedTuple):
     """What a config's ``auto`` settings become for given data (:meth:`FitConfig.resolve`).
 
     Attributes:
-      depths: the demixer depths fitted (two for a depth search up to 10 sources); ``None``
-        for a depth search without ``dim``.
+      depths: the demixer depths fitted (several for a search among depths); ``None`` for
+        ``auto`` without ``dim``.
       prior_family: the prior's family name.
       prior_shape_init: the conditional prior's initial shape (``None`` for a family without
         one, or the unconditional model).
@@ -354,7 +376,7 @@ class FitConfig:
         """The flat settings (:meth:`flat`; the loop's ``min_delta`` and ``explode_nats`` too
         when not at their defaults) plus the resolved ``prior_family``,
         ``resolved_restart_epochs``, ``resolved_prior_shape_init`` (when there is one) and, for
-        a depth search, ``depth_rule``. JSON-ready; ``nica run``'s cell keys hash it, so a
+        ``depth='auto'``, ``depth_rule``. JSON-ready; ``nica run``'s cell keys hash it, so a
         changed rule is never mistaken for a finished cell."""
         resolved = self.resolve()
         extras = {
@@ -362,14 +384,14 @@ class FitConfig:
             for name in _LOOP_EXTRAS
             if getattr(self.loop, name) != getattr(LoopConfig, name)
         }
-        search = isinstance(self.model.depth, DepthSearch)
+        rule = self.model.depth == DepthSearch()
         shape = resolved.prior_shape_init
         return {
             **self.flat(),
             **extras,
             "prior_family": resolved.prior_family,
             "resolved_restart_epochs": resolved.restart_epochs,
-            **({"depth_rule": AUTO_DEPTH_RULE} if search else {}),
+            **({"depth_rule": AUTO_DEPTH_RULE} if rule else {}),
             **({} if shape is None else {"resolved_prior_shape_init": shape}),
         }
 

@@ -117,11 +117,12 @@ def check_setting_names(names: Iterable[str], known: Collection[str], owner: str
 
 def flat_values(config) -> dict:
     """The value of every flat name of a ``FitConfig`` (:data:`FLAT_NAMES`, in that order); a
-    depth search is ``auto``; the activation settings of another family than the config's are
-    at :data:`ACTIVATION_DEFAULTS`."""
+    depth rule is ``auto``, a search among depths their list; the activation settings of
+    another family than the config's are at :data:`ACTIVATION_DEFAULTS`."""
     values = {name: _get(config, path) for name, path in FLAT_FIELDS.items()}
     if not isinstance(values["depth"], int):
-        values["depth"] = AUTO
+        depths = values["depth"].depths
+        values["depth"] = AUTO if depths is None else list(depths)
     values.update({**ACTIVATION_DEFAULTS, **_activation_flat(config.model.activation)})
     return {name: values[name] for name in FLAT_NAMES}
 

@@ -57,8 +57,8 @@ def _plan(config, dim: int) -> str:
         )
     depths = resolved.depths
     if len(depths) > 1:
-        listed = " and ".join(map(str, depths))
-        return f"{plan}; at depths {listed} in turn, keeping the lower validation NLL"
+        listed = ", ".join(map(str, depths))
+        return f"{plan}; at depths {listed} in turn, keeping the lowest validation NLL"
     return f"{plan}; depth {depths[0]}"
 
 

@@ -21,9 +21,13 @@ from nica.util.cache import CACHE_ENV, CACHE_OFF, cache_dir
 __all__ = ["build_parser"]
 
 
-def _depth_option(text: str) -> int | str:
-    """``--depth``: ``auto`` or an integer (its range is checked by ``FitConfig.validate``)."""
-    return text if text == AUTO_DEPTH else int(text)
+def _depth_option(text: str) -> int | str | list[int]:
+    """``--depth``: ``auto``, an integer, or integers separated by commas (the depths to search);
+    their range is checked by ``FitConfig``."""
+    if text == AUTO_DEPTH:
+        return text
+    depths = [int(part) for part in text.split(",")]
+    return depths if "," in text else depths[0]
 
 
 _depth_option.__name__ = "depth"  # argparse's message: "invalid depth value: 'x'"
@@ -38,7 +42,8 @@ _CONFIG_OPTIONS = (
         "--depth",
         "L",
         _depth_option,
-        f"number of square layers of the demixer; auto: {AUTO_DEPTH_RULE}",
+        f"number of square layers of the demixer; auto: {AUTO_DEPTH_RULE}; L1,L2,...: fit "
+        "each, keep the lowest validation NLL",
     ),
     (
         "--restarts",
