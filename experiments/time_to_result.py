@@ -133,10 +133,9 @@ def job_args(job: str, data: Path, out: Path, smoke: bool) -> list[str]:
 
 def measure(
     version: str, revision: str | None, jobs: Sequence[str], data: Path, smoke: bool, done: set
-) -> Iterator[list[dict]]:
+) -> Iterator[dict]:
     """Runs every job of one version in both modes (a job whose two records are both in
-    ``done`` is skipped: the second run needs the first's cache); yields each record as a
-    one-record batch."""
+    ``done`` is skipped: the second run needs the first's cache); yields each record."""
     core = one_core()
     with checkout(revision) as (root, commit), tempfile.TemporaryDirectory() as scratch:
         for job in jobs:
@@ -149,17 +148,15 @@ def measure(
                 env.pop("JAX_COMPILATION_CACHE_DIR", None)
                 seconds = run_job(root, job_args(job, data, out, smoke), env, core)
                 result = fit_record(out) if job == "fit" else demo_record(out)
-                yield [
-                    {
-                        "version": version,
-                        "commit": commit,
-                        "job": job,
-                        "mode": mode,
-                        "process_s": seconds,
-                        "cores": len(core) if core else os.cpu_count(),
-                        **result,
-                    }
-                ]
+                yield {
+                    "version": version,
+                    "commit": commit,
+                    "job": job,
+                    "mode": mode,
+                    "process_s": seconds,
+                    "cores": len(core) if core else os.cpu_count(),
+                    **result,
+                }
 
 
 def _key(record: dict) -> tuple:
@@ -223,16 +220,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         versions = [("current", None)]
         if args.baseline:
             versions.append(("baseline", args.baseline))
-        batches = (
-            batch
-            for version, revision in versions
-            for batch in measure(version, revision, args.jobs, data, args.smoke, done)
-        )
         records = kept.copy()
-        for batch in batches:
-            records = [r for r in records if _key(r) != _key(batch[-1])] + batch
-            print(json.dumps(batch[-1]), flush=True)
-            harness.write_record(path, {"preset": args.preset, "records": records})
+        for version, revision in versions:
+            for record in measure(version, revision, args.jobs, data, args.smoke, done):
+                records = [r for r in records if _key(r) != _key(record)] + [record]
+                print(json.dumps(record), flush=True)
+                harness.write_record(path, {"preset": args.preset, "records": records})
     harness.write_report(
         args.out, {"preset": args.preset, "records": records}, markdown(records, args.preset)
     )

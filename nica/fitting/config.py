@@ -63,8 +63,8 @@ AUTO_DEPTH = AUTO
 SHALLOW_DEPTHS, DEEP_DEPTH, DEEP_ABOVE_DIM = (4, 5), 6, 10
 #: The ``auto`` depth rule in words (help texts, reports, and the cell keys of ``nica run``).
 AUTO_DEPTH_RULE = (
-    f"{' or '.join(map(str, SHALLOW_DEPTHS))} up to {DEEP_ABOVE_DIM} sources"
-    f"{' (the lower validation NLL)' if len(SHALLOW_DEPTHS) > 1 else ''}, {DEEP_DEPTH} above"
+    f"{' or '.join(map(str, SHALLOW_DEPTHS))} up to {DEEP_ABOVE_DIM} sources (the lower "
+    f"validation NLL), {DEEP_DEPTH} above"
 )
 #: The prior family of ``auto``, by whether the model is conditional (Eq. 4) or not (Eq. 3).
 AUTO_PRIORS = {True: "gennorm", False: "laplace"}
@@ -162,7 +162,7 @@ class ModelConfig:
     standardise: bool = True
 
     def __post_init__(self):
-        if isinstance(self.depth, str) and self.depth == AUTO:
+        if self.depth == AUTO:
             object.__setattr__(self, "depth", DepthSearch())
         elif isinstance(self.depth, list | tuple):
             object.__setattr__(self, "depth", DepthSearch(tuple(self.depth)))
