@@ -1,7 +1,8 @@
 """nica: exact maximum-likelihood nonlinear ICA with relative-gradient training.
 
 Start with :func:`fit` (arrays in, :class:`FittedModel` out; the defaults of ``nica fit``) and
-:func:`load`; :class:`FitConfig` composes the typed settings (:class:`ModelConfig`,
+:func:`load`; :func:`stability` says which components come back across seeds (no ground truth
+needed); :class:`FitConfig` composes the typed settings (:class:`ModelConfig`,
 :class:`OptimizerConfig`, :class:`LoopConfig`, :class:`RestartConfig`). :func:`train` is the
 low-level trainer of a Flax module.
 
@@ -31,6 +32,7 @@ from nica.fitting.config import (
 )
 from nica.fitting.estimator import fit, fit_seeds
 from nica.fitting.fitted import FittedModel, load
+from nica.fitting.stability import Stability, stability
 from nica.fitting.stopping import FitResult, ProgressEvent, TrainingDivergedError
 from nica.fitting.training import train, train_seeds
 from nica.util.cache import enable_default_cache as _enable_default_cache
@@ -60,6 +62,7 @@ __all__ = [
     "PriorSpec",
     "ProgressEvent",
     "RestartConfig",
+    "Stability",
     "TrainingDivergedError",
     "build_model",
     "fit",
@@ -73,6 +76,7 @@ __all__ = [
     "relative_dense",
     "relative_log_abs_det",
     "set_cache_dir",
+    "stability",
     "train",
     "train_seeds",
 ]

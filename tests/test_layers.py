@@ -5,6 +5,7 @@ Layers, bottom to top (docs/architecture.md):
   nica.core     relative gradient, gradient modes, network, activations, priors, model, metrics
   nica.fitting  data checks, auxiliary variable, configuration, trainer, estimator
   nica          the facade (nica/__init__.py): re-exports of core and fitting
+  nica.sklearn  NonlinearICA, nica.fit as a scikit-learn estimator (needs scikit-learn)
   nica.methods  the method registry: nica's two models and the baselines
   synthetic     data generators and mixing networks
   nica.apps     experiment runner, density estimation, plots, the command line
@@ -23,6 +24,7 @@ LAYERS = (
     "nica.core",
     "nica.fitting",
     "nica",
+    "nica.sklearn",
     "nica.methods",
     "synthetic",
     "nica.apps",

@@ -154,7 +154,13 @@ def _optimizer_key(config: FitConfig, n_samples: int, epochs: int) -> tuple:
 
 
 def _choose_restarts(config, model_parts, data, n_samples, shuffle_keys, progress, shard, offsets):
-    """Short fits of every seed's ``K`` initialisations; the best one per seed goes on."""
+    """Short fits of every seed's ``K`` initialisations; the best one per seed goes on.
+
+    Returns:
+      ``(params, summaries, histories)``: the kept restarts' best parameters (leading axes
+      ``(S, 1)``); per seed ``{"val_nll": [K best validation NLLs], "chosen": k}``; per seed
+      the ``K`` restarts' :attr:`FitResult.history` dicts.
+    """
     n_seeds, n_restarts = shuffle_keys.shape[0], config.restarts.count
     epochs = config.resolve().restart_epochs
     best, results = train_runs(
@@ -175,14 +181,13 @@ def _choose_restarts(config, model_parts, data, n_samples, shuffle_keys, progres
     # round two restarts to a tie that the standardised NLLs did not have.
     chosen = np.argmin(val.reshape(n_seeds, n_restarts), axis=1)
     params = _take_restarts(best, jnp.asarray(chosen, jnp.int32))
+    per_seed = [results[i * n_restarts : (i + 1) * n_restarts] for i in range(n_seeds)]
     summaries = [
-        {
-            "val_nll": [r.best_val_nll for r in results[i * n_restarts : (i + 1) * n_restarts]],
-            "chosen": int(chosen[i]),
-        }
-        for i in range(n_seeds)
+        {"val_nll": [r.best_val_nll for r in runs], "chosen": int(chosen[i])}
+        for i, runs in enumerate(per_seed)
     ]
-    return params, summaries
+    histories = [[r.history for r in runs] for runs in per_seed]
+    return params, summaries, histories
 
 
 def fit_seeds(
@@ -219,7 +224,9 @@ def fit_seeds(
       best parameters. Seed ``i`` matches ``fit(xs[i], us[i], config=config, seed=seeds[i])``.
       With several candidate depths (``FitConfig.resolve``; ``depth='auto'`` up to 10 sources)
       every depth is fitted in turn on the same split and keys, and each seed keeps the
-      depth with the lowest validation NLL (``depth_search`` says which and why).
+      depth with the lowest validation NLL (``depth_search`` says which and why). Each
+      model's ``histories`` keeps the training records of the phases that led to it: its
+      restarts' short fits and every candidate depth's main fit (:class:`FittedModel`).
 
     Raises:
       ValueError: bad data or settings, or a set-up that cannot identify the sources (a single
@@ -269,7 +276,10 @@ def _fit_seeds(xs, us, seeds, config, progress, note, shard, where, where_u, ove
     ]
     if len(fits) == 1:
         return fits[0]
-    return [_keep_best_depth(depths, candidates) for candidates in zip(*fits, strict=True)]
+    return [
+        _with_depth_histories(_keep_best_depth(depths, candidates), candidates)
+        for candidates in zip(*fits, strict=True)
+    ]
 
 
 def _validation_score(result: FitResult) -> float:
@@ -287,17 +297,24 @@ def _keep_best_depth(depths: tuple[int, ...], candidates: tuple[FittedModel, ...
     return dataclasses.replace(candidates[chosen], depth_search=search)
 
 
+def _with_depth_histories(kept: FittedModel, candidates: tuple[FittedModel, ...]) -> FittedModel:
+    """``kept`` with every candidate depth's main-fit history in ``histories["depths"]`` (in
+    ``depth_search["depths"]`` order)."""
+    depths = [f.result.history for f in candidates]
+    return dataclasses.replace(kept, histories={**(kept.histories or {}), "depths": depths})
+
+
 def _fit_depth(config: FitConfig, seeds: list[int], prepared: list, keys, data, progress, shard):
     """:func:`fit_seeds` for a ``config`` of one depth: every seed's restarts and main fit on
     the seeds' ``keys`` (:func:`_seed_keys`) and split ``data``."""
     (n_samples, dim), aux = prepared[0].z.shape, prepared[0].aux
     graphdef, params, rest = _initial_params(config, dim, aux, jnp.stack([k[2] for k in keys]))
     shuffle_keys = jnp.stack([k[1] for k in keys])
-    summaries = [None] * len(seeds)
+    summaries, restart_histories = [None] * len(seeds), [None] * len(seeds)
     # NLLs are recorded in nats per sample in the units of x, as log_likelihood reports them.
     offsets = np.array([np.log(p.standardisation.scale).sum() for p in prepared])
     if config.restarts.count > 1:
-        params, summaries = _choose_restarts(
+        params, summaries, restart_histories = _choose_restarts(
             config,
             (graphdef, params, rest),
             data,
@@ -329,6 +346,7 @@ def _fit_depth(config: FitConfig, seeds: list[int], prepared: list, keys, data, 
             aux,
             results[i],
             summaries[i],
+            histories=None if restart_histories[i] is None else {"restarts": restart_histories[i]},
         )
         for i, seed in enumerate(seeds)
     ]

@@ -59,6 +59,11 @@ class FittedModel:
       depth_search: with several candidate depths: ``{"depths": [4, 5], "val_nll": [...],
         "chosen": 5}``, each depth's best validation NLL and the depth kept
         (``config.model.depth``).
+      histories: the training records of the phases before the kept run, each a
+        :attr:`FitResult.history` dict: ``"restarts"`` (with restarts) the ``K`` restarts' short
+        fits, in ``restarts["val_nll"]`` order; ``"depths"`` (with several candidate depths)
+        each depth's main fit, in ``depth_search["depths"]`` order (the kept one is
+        ``result.history``). ``None`` without either, and after :func:`load` (not saved).
     """
 
     model: ICAModel
@@ -68,6 +73,7 @@ class FittedModel:
     result: FitResult | None = None
     restarts: dict | None = None
     depth_search: dict | None = None
+    histories: dict | None = None
 
     @property
     def dim(self) -> int:

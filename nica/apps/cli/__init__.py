@@ -4,6 +4,8 @@
              [--gradient MODE] [--restarts K] [--batch-size B] [--learning-rate LR]
              [--unconditional] [--method nica|conditional|unconditional|fastica|ivae|tcl]
              [--force] [--quiet]
+    nica stability --data FILE.npz --out DIR [--seeds S ...] [--bootstrap]
+             [--correlation pearson|spearman] [nica fit's model options] [--force] [--quiet]
     nica transform --checkpoint DIR --data FILE.npz --out FILE.npz
     nica run [CONFIG] [--out DIR] [--force] [--smoke] [--seeds S ...] [--sequential] [--quiet]
     nica density --data FILE.npz --out DIR [--logit LOW HIGH] [--dequantise] ...
@@ -14,8 +16,8 @@ terminal; ``nica run`` prints its report on stdout. Bad input ends with exit sta
 line on stderr, ``nica: error: ...``; a diverged fit with status 3; Ctrl-C with status 130 and
 one line saying what was kept.
 
-Modules: :mod:`.parser` (the options), :mod:`.fit`, :mod:`.run`, :mod:`.transform` (one command
-each), :mod:`.outputs` (what ``nica fit`` writes), :mod:`.console` (messages and exit lines).
+Modules: :mod:`.parser` (the options), :mod:`.fit`, :mod:`.stability`, :mod:`.run`,
+:mod:`.transform` (one command each), :mod:`.outputs` (what ``nica fit`` writes), :mod:`.console` (messages and exit lines).
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def source_metrics(s: np.ndarray, s_hat: np.ndarray) -> dict:
 
 
 def _scatter(out: Path, s: np.ndarray, s_hat: np.ndarray, metrics: dict, **labels) -> None:
-    """scatter.png: each true source against its matched recovered one."""
+    """scatter.png: every true source against its matched recovered one, signed to rise."""
     from nica.apps.plots import plot_matched_scatter
 
     plot_matched_scatter(
@@ -67,9 +67,10 @@ def _scatter(out: Path, s: np.ndarray, s_hat: np.ndarray, metrics: dict, **label
 
 
 def write_fit_outputs(out: Path, fitted, data, s_hat, extra: dict) -> dict:
-    """Writes metrics.json, recovered.npz, the checkpoint and figures of a nica model's fit
-    (``nica.FittedModel``); returns the metrics."""
-    from nica.apps.plots import plot_training_curves
+    """Writes metrics.json, recovered.npz, the checkpoint and figures (scatter.png with true
+    sources; training_curve.png, the restarts and each candidate depth's main fit) of a nica
+    model's fit (``nica.FittedModel``); returns the metrics."""
+    from nica.apps.plots import plot_fit_phases
 
     history = fitted.result.history
     metrics = {
@@ -91,7 +92,7 @@ def write_fit_outputs(out: Path, fitted, data, s_hat, extra: dict) -> dict:
         _scatter(out, data.s, s_hat, metrics, title=f"Pearson MCC {metrics['mcc_pearson']:.3f}")
     save_npz(out / "recovered.npz", s_hat=s_hat.astype(np.float32))
     fitted.save(out / "checkpoint")
-    plot_training_curves({"fit": history}, out / "training_curve.png")
+    plot_fit_phases(fitted, out / "training_curve.png")
     write_json(out / "metrics.json", metrics)
     return metrics
 
@@ -138,8 +139,9 @@ def remove_fit_outputs(out: Path) -> None:
 
 
 def _truth_gap(path, fitted, conditional: bool) -> dict:
-    """``test_nll``, ``true_nll``, ``nll_gap`` (``synthetic.truth.nll_gap``) when the file is a
-    synthetic dataset that carries its mixing and source parameters; else nothing."""
+    """``test_nll``, ``true_nll``, ``nll_gap`` and their counterparts on the file's own rows
+    ``train_nll``, ``true_train_nll``, ``train_gap`` (``synthetic.truth.nll_gap``) when the file
+    is a synthetic dataset that carries its mixing and source parameters; else nothing."""
     from synthetic.dataset import load_dataset
     from synthetic.truth import nll_gap
 

@@ -1,4 +1,5 @@
-"""The ``nica`` command's parser: ``fit``, ``transform``, ``run`` and ``density``."""
+"""The ``nica`` command's parser: ``fit``, ``stability``, ``transform``, ``run`` and
+``density``."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import nica
 from nica.apps.cli.console import HelpFormatter, Parser, version
 from nica.apps.cli.fit import NICA, run_fit
 from nica.apps.cli.run import run_run
+from nica.apps.cli.stability import STABILITY_OUTPUTS, run_stability
 from nica.apps.cli.transform import run_transform
 from nica.apps.experiment import EXPERIMENTS, default_out
 from nica.core.activations import ACTIVATIONS
 from nica.core.conditional import CONDITIONAL_FAMILIES
+from nica.core.metrics import METHODS as CORRELATIONS
 from nica.core.priors import PRIORS
 from nica.fitting.config import AUTO_DEPTH, AUTO_DEPTH_RULE, AUTO_PRIORS
+from nica.fitting.stability import DEFAULT_SEEDS
 from nica.methods import METHODS
 from nica.util.cache import CACHE_ENV, CACHE_OFF, cache_dir
 
@@ -67,34 +71,16 @@ def _add_config_option(cmd, defaults: dict, flag: str, metavar: str, kind, text:
     cmd.add_argument(flag, metavar=metavar, type=kind, default=defaults[field], help=text)
 
 
-def _add_fit_parser(commands) -> None:
-    """``nica fit``: every option named like a ``FitConfig`` field sets it (its default)."""
+def _add_fit_settings(cmd, *, seed: bool = True) -> None:
+    """The options of ``nica fit`` that set the model and its training (``FitConfig``'s
+    defaults); ``seed=False`` leaves out ``--seed`` (a command that takes several seeds)."""
     defaults = nica.FitConfig().flat()  # the flat settings
     conditional_auto, unconditional_auto = AUTO_PRIORS[True], AUTO_PRIORS[False]
     relative = [name for name, mode in nica.GRADIENTS.items() if mode.relative]
     gradients = ["auto", *(name for name in nica.GRADIENTS if name != "autodiff")]
-    cmd = commands.add_parser(
-        "fit",
-        help="fit a demixer to an .npz file",
-        description=textwrap.fill(
-            "Fits the conditional model (Eq. 4) when the file has u, else Eq. 3. Writes "
-            "config.json, metrics.json, recovered.npz, checkpoint/, training_curve.png and, "
-            "when the file has the true sources s, scatter.png.",
-            width=80,
-        ),
-        formatter_class=HelpFormatter,
-    )
-    cmd.add_argument(
-        "--data", required=True, metavar="FILE", help=".npz with x (N,D), optional u and s"
-    )
-    cmd.add_argument(
-        "--out",
-        required=True,
-        metavar="DIR",
-        help="output folder (created; checked before the fit)",
-    )
     for flag, metavar, kind, text in _CONFIG_OPTIONS[:3]:
-        _add_config_option(cmd, defaults, flag, metavar, kind, text)
+        if seed or flag != "--seed":
+            _add_config_option(cmd, defaults, flag, metavar, kind, text)
     cmd.add_argument(
         "--prior",
         metavar="NAME",
@@ -123,6 +109,31 @@ def _add_fit_parser(commands) -> None:
     )
     for flag, metavar, kind, text in _CONFIG_OPTIONS[3:]:
         _add_config_option(cmd, defaults, flag, metavar, kind, text)
+
+
+def _add_fit_parser(commands) -> None:
+    """``nica fit``: every option named like a ``FitConfig`` field sets it (its default)."""
+    cmd = commands.add_parser(
+        "fit",
+        help="fit a demixer to an .npz file",
+        description=textwrap.fill(
+            "Fits the conditional model (Eq. 4) when the file has u, else Eq. 3. Writes "
+            "config.json, metrics.json, recovered.npz, checkpoint/, training_curve.png and, "
+            "when the file has the true sources s, scatter.png.",
+            width=80,
+        ),
+        formatter_class=HelpFormatter,
+    )
+    cmd.add_argument(
+        "--data", required=True, metavar="FILE", help=".npz with x (N,D), optional u and s"
+    )
+    cmd.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output folder (created; checked before the fit)",
+    )
+    _add_fit_settings(cmd)
     listed = "; ".join(f"{name}: {method.description}" for name, method in METHODS.items())
     cmd.add_argument(
         "--method",
@@ -139,6 +150,57 @@ def _add_fit_parser(commands) -> None:
     ):
         cmd.add_argument(flag, action="store_true", help=text)
     cmd.set_defaults(handler=run_fit)
+
+
+def _add_stability_parser(commands) -> None:
+    """``nica stability``: ``nica fit``'s model options, several seeds instead of ``--seed``."""
+    cmd = commands.add_parser(
+        "stability",
+        help="which components come back across seeds (no true sources needed)",
+        description=textwrap.fill(
+            "Fits nica's model with every seed (conditional when the file has u, else Eq. 3), "
+            "matches each fit's components to those of the fit with the lowest validation NLL, "
+            "and scores each component by the median matched |correlation|: near 1, it comes "
+            f"back in every fit. Writes {', '.join(STABILITY_OUTPUTS)}; when the file has the "
+            "true sources s, each fit's MCC against them too.",
+            width=80,
+        ),
+        formatter_class=HelpFormatter,
+    )
+    cmd.add_argument(
+        "--data", required=True, metavar="FILE", help=".npz with x (N,D), optional u and s"
+    )
+    cmd.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder (created; checked first)"
+    )
+    cmd.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_SEEDS),
+        metavar="S",
+        help="one fit per seed (at least 2, distinct), all in one vmapped program",
+    )
+    cmd.add_argument(
+        "--bootstrap",
+        action="store_true",
+        help="each fit on its own resample of the rows (with replacement; drawn from its "
+        "seed); the sources are compared on the file's x either way",
+    )
+    cmd.add_argument(
+        "--correlation",
+        choices=CORRELATIONS,
+        default=CORRELATIONS[0],
+        help="the correlation matched on; spearman (ranks) ignores monotone distortions",
+    )
+    _add_fit_settings(cmd, seed=False)
+    for flag, text in (
+        ("--unconditional", "ignore u: fit Eq. 3"),
+        ("--force", "replace the outputs of an earlier stability run in --out"),
+        ("--quiet", "no progress bars, only a line at start and end (also without a terminal)"),
+    ):
+        cmd.add_argument(flag, action="store_true", help=text)
+    cmd.set_defaults(handler=run_stability)
 
 
 def _add_run_parser(commands) -> None:
@@ -206,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nica {version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _add_fit_parser(commands)
+    _add_stability_parser(commands)
     transform_cmd = commands.add_parser(
         "transform", help="demix new data with a checkpoint", formatter_class=HelpFormatter
     )
