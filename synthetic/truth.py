@@ -209,14 +209,19 @@ def sample_from_truth(
 
 
 def nll_gap(fitted, dataset: Dataset, *, seed: int, conditional: bool = True) -> dict:
-    """Held-out NLL of a fit and of the true model, and their difference (nats per sample).
+    """Held-out and training NLL of a fit and of the true model, and their differences (nats
+    per sample).
 
-    Both are evaluated on fresh samples of the true model (:func:`sample_from_truth` with
-    ``seed``), in the units of ``x``. ``nll_gap`` = fit - true estimates the KL divergence from
-    the truth (>= 0 up to sampling noise): near 0 the fit is as likely as the exact inverse of
-    the mixing with its own source densities; a large gap means optimisation or representation
-    fell short. An unconditional fit is compared with the true marginal over segments (segment
-    data only: :func:`has_true_marginal`).
+    The held-out pair is evaluated on fresh samples of the true model
+    (:func:`sample_from_truth` with ``seed``), the training pair on ``dataset`` itself (the
+    rows the fit was given, its validation split included); all in the units of ``x``.
+    ``nll_gap`` = fit - true on the held-out samples estimates the KL divergence from the truth
+    (>= 0 up to sampling noise): near 0 the fit is as likely as the exact inverse of the mixing
+    with its own source densities. ``train_gap`` tells the two reasons a gap can be large apart:
+    a fit that is much less likely than the truth on its own training data stopped short of the
+    maximum likelihood (optimisation or representation), while a training gap near 0 (or below)
+    under a large held-out gap is overfitting. An unconditional fit is compared with the true
+    marginal over segments (segment data only: :func:`has_true_marginal`).
 
     Args:
         fitted: anything with ``log_likelihood(x, u=None) -> (N,)`` in x units (a
@@ -226,7 +231,8 @@ def nll_gap(fitted, dataset: Dataset, *, seed: int, conditional: bool = True) ->
         conditional: whether the fit models ``p(x | u)`` (else ``p(x)``).
 
     Returns:
-        ``{"test_nll": fit, "true_nll": truth, "nll_gap": fit - truth}`` (floats).
+        ``{"test_nll", "true_nll", "nll_gap", "train_nll", "true_train_nll", "train_gap"}``
+        (floats; ``*_gap`` = fit - true).
 
     Raises:
         ValueError: ``conditional=False`` on continuous-``u`` data (no true marginal).
@@ -235,11 +241,24 @@ def nll_gap(fitted, dataset: Dataset, *, seed: int, conditional: bool = True) ->
         raise ValueError(
             "no true marginal for continuous-u data: the NLL gap exists for conditional fits only"
         )
-    test = sample_from_truth(seed, dataset)
+    test_fit, test_true = _mean_nlls(fitted, dataset, sample_from_truth(seed, dataset), conditional)
+    train_fit, train_true = _mean_nlls(fitted, dataset, dataset, conditional)
+    return {
+        "test_nll": test_fit,
+        "true_nll": test_true,
+        "nll_gap": test_fit - test_true,
+        "train_nll": train_fit,
+        "true_train_nll": train_true,
+        "train_gap": train_fit - train_true,
+    }
+
+
+def _mean_nlls(fitted, dataset: Dataset, data: Dataset, conditional: bool) -> tuple[float, float]:
+    """Mean NLL of ``fitted`` and of the true model of ``dataset`` on ``data``'s rows."""
     if conditional:
-        fit = -float(np.mean(fitted.log_likelihood(test.x, test.u)))
-        true = -float(np.mean(true_log_likelihood(dataset, test.x, test.u)))
+        fit = fitted.log_likelihood(data.x, data.u)
+        true = true_log_likelihood(dataset, data.x, data.u)
     else:
-        fit = -float(np.mean(fitted.log_likelihood(test.x)))
-        true = -float(np.mean(true_marginal_log_likelihood(dataset, test.x)))
-    return {"test_nll": fit, "true_nll": true, "nll_gap": fit - true}
+        fit = fitted.log_likelihood(data.x)
+        true = true_marginal_log_likelihood(dataset, data.x)
+    return -float(np.mean(fit)), -float(np.mean(true))

@@ -90,6 +90,8 @@ def test_fit_writes_every_output_and_transform_reloads(tiny_file, tmp_path, caps
     assert len(shape) == config["dim"] and all(1 <= b <= 2 for b in shape), shape
     # A synthetic file carries its mixing: the held-out NLL gap to the true model is reported.
     assert metrics["nll_gap"] == pytest.approx(metrics["test_nll"] - metrics["true_nll"])
+    assert metrics["train_gap"] == pytest.approx(metrics["train_nll"] - metrics["true_train_nll"])
+    assert f"(on the training data {metrics['train_gap']:.3f})" in err[1]
     assert "NLL gap to the true model" in err[1]
     restarts = metrics["restarts"]  # the default tries 8 initialisations and keeps the best
     assert len(restarts["val_nll"]) == nica.FitConfig().to_dict()["restarts"] == 8

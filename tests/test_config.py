@@ -41,7 +41,7 @@ RECORD_0_2_0 = {
     "restart_epochs": None,
     "prior_family": "gennorm",
     "resolved_restart_epochs": 25,
-    "depth_rule": "4 or 5 up to 10 sources (the lower validation NLL), 6 above",
+    "depth_rule": "4 or 5 up to 10 sources (the lower validation NLL), 10 above",
     "resolved_prior_shape_init": 1.02,
 }
 
@@ -263,7 +263,7 @@ def test_presets():
     [
         ("auto", 2, (4, 5)),
         ("auto", 10, (4, 5)),
-        ("auto", 11, (6,)),
+        ("auto", 11, (10,)),
         (3, 50, (3,)),
         ([4, 5], 50, (4, 5)),
     ],

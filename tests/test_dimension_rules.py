@@ -111,8 +111,8 @@ def test_unscaled_dimensions_compile_the_same_step(x64):
         ("auto", 10, (4, 5)),
         ([4, 5], 2, (4, 5)),
         ((6, 2), 50, (6, 2)),
-        ("auto", 11, (6,)),
-        ("auto", 50, (6,)),
+        ("auto", 11, (10,)),
+        ("auto", 50, (10,)),
         (3, 50, (3,)),
         (7, 2, (7,)),
     ],
@@ -163,15 +163,18 @@ def test_bad_depth_is_one_line_error(depth, message):
 
 
 def test_auto_depth_builds_and_saves_the_resolved_demixer(tmp_path):
-    """A default fit of 12 sources trains a 6-layer demixer, records ``depth=6`` (not
-    ``auto``) and reloads to the same transform."""
+    """A default fit of 12 sources trains a demixer of ``DEEP_DEPTH`` layers, records that
+    depth (not ``auto``) and reloads to the same transform."""
+    from nica.fitting.config import DEEP_ABOVE_DIM, DEEP_DEPTH
+
+    assert 12 > DEEP_ABOVE_DIM and DEEP_DEPTH == 10
     rng = np.random.default_rng(0)
     x = rng.laplace(size=(300, 12)) @ rng.normal(size=(12, 12))
     fitted = nica.fit(x, epochs=1, restarts=1, eval_every=1, conditional=False)
-    assert fitted.config.model.depth == 6 and len(fitted.model.demixer.layers) == 6
+    assert fitted.config.model.depth == 10 and len(fitted.model.demixer.layers) == 10
     fitted.save(tmp_path / "fit")
     again = nica.load(tmp_path / "fit")
-    assert again.config.model.depth == 6
+    assert again.config.model.depth == 10
     np.testing.assert_array_equal(np.asarray(again.transform(x)), np.asarray(fitted.transform(x)))
 
 

@@ -59,8 +59,15 @@ def test_every_config_runs_at_smoke_size(name, tmp_path):
     for c in cells:  # the NLL gap to the true model is in every finished nica cell
         if c["status"] == "ok" and c["model"] in ("conditional", "unconditional"):
             assert c["nll_gap"] == pytest.approx(c["test_nll"] - c["true_nll"])
-            assert np.isfinite(c["nll_gap"])
-    assert "NLL gap (nats)" in (tmp_path / "report.md").read_text()
+            assert c["train_gap"] == pytest.approx(c["train_nll"] - c["true_train_nll"])
+            assert np.isfinite(c["nll_gap"]) and np.isfinite(c["train_gap"])
+    report = (tmp_path / "report.md").read_text()
+    assert "NLL gap (nats)" in report
+    gapped = [c for c in cells if "nll_gap" in c]
+    per_seed = [line for line in report.splitlines() if line.count("|") == 8]
+    assert len(per_seed) == (len(gapped) + 2 if gapped else 0)  # header, rule, one per fit
+    for c in gapped:
+        assert f"| {c['seed']} | {c['mcc_pearson']:.3f} | {c['nll_gap']:.3f} " in report
 
 
 def test_nll_gap_is_zero_for_the_true_model_and_positive_for_a_worse_one():
@@ -91,6 +98,24 @@ def test_nll_gap_is_zero_for_the_true_model_and_positive_for_a_worse_one():
     conditional = nll_gap(Truth(), data, seed=0, conditional=True)
     marginal = nll_gap(Truth(), data, seed=0, conditional=False)
     assert conditional["true_nll"] < marginal["true_nll"]  # u carries information
+
+
+def test_a_report_names_its_unfinished_cells(tmp_path):
+    """A report written while cells are unfinished counts them per (setting, model) below the
+    table; a complete one has no such line."""
+    from nica.apps.experiment import report
+
+    experiment.run_experiment("demo", out=tmp_path, smoke=True, log=QUIET)
+    config = experiment.EXPERIMENTS["demo"].smoke()
+    cells = json.loads((tmp_path / "results.json").read_text())["cells"]
+    assert "Unfinished cells" not in (tmp_path / "report.md").read_text()
+    missing = [c for c in cells if c["model"] == "conditional"][:2]
+    kept = [c for c in cells if c not in missing]
+    names = [f"{c['setting']}__{c['model']}__seed{c['seed']}" for c in missing]
+    rows = report.summary_rows(config, kept, names)
+    text = report._report(config, rows, kept)
+    assert "Unfinished cells, not in the table" in text
+    assert f"{missing[0]['setting']} conditional: {len(missing)}." in text
 
 
 def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch):

@@ -62,6 +62,11 @@ def test_shapes_ranges_and_reference(plain, tiny):
     assert record["reliability"] == pytest.approx(list(plain.reliability))
     assert record["reference_seed"] == SEEDS[plain.reference]
     assert len(record["compared_seeds"]) == k - 1
+    again = nica.Stability.from_dict(record)  # a saved record redraws the figure
+    for name in ("reliability", "matched", "partners", "val_nll", "order"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(plain, name))
+    assert (again.seeds, again.reference, again.ran) == (plain.seeds, plain.reference, plain.ran)
+    assert again.compared == plain.compared and again.fits == ()
 
 
 def test_reliability_is_the_median_matched_abs_correlation(plain, tiny):

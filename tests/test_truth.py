@@ -243,9 +243,14 @@ def test_tcl_true_likelihood_is_exact_and_nll_gap_works_on_a_tiny_version():
     for conditional in (True, False):
         exact = sy.nll_gap(_TruthAsFit(ds), ds, seed=1, conditional=conditional)
         assert exact["nll_gap"] == pytest.approx(0.0, abs=1e-12)
+        assert exact["train_gap"] == pytest.approx(0.0, abs=1e-12)
         assert np.isfinite(exact["true_nll"])
         worse = sy.nll_gap(_TruthAsFit(ds, 0.1), ds, seed=1, conditional=conditional)
-        assert worse["nll_gap"] > 0.1
+        assert worse["nll_gap"] > 0.1 and worse["train_gap"] > 0.1
+        # the training pair is on the data set's own rows, the held-out pair on fresh ones
+        truth = sy.true_log_likelihood(ds) if conditional else sy.true_marginal_log_likelihood(ds)
+        assert worse["true_train_nll"] == pytest.approx(-truth.mean(), rel=1e-12)
+        assert worse["true_train_nll"] != pytest.approx(worse["true_nll"], rel=1e-6)
 
 
 def _continuous(seed: int, **fields) -> sy.Dataset:
@@ -314,7 +319,9 @@ def test_continuous_nll_gap_truth_samples_and_missing_marginal(tmp_path):
     assert test.mixing is ds.mixing
     exact = sy.nll_gap(_TruthAsFit(ds), ds, seed=5)
     assert exact["nll_gap"] == pytest.approx(0.0, abs=1e-12) and np.isfinite(exact["true_nll"])
-    assert sy.nll_gap(_TruthAsFit(ds, 0.1), ds, seed=5)["nll_gap"] > 0.1
+    assert exact["train_gap"] == pytest.approx(0.0, abs=1e-12)
+    worse = sy.nll_gap(_TruthAsFit(ds, 0.1), ds, seed=5)
+    assert worse["nll_gap"] > 0.1 and worse["train_gap"] > 0.1
     # u carries information: the true model at the wrong times is less likely.
     true_ll = sy.true_log_likelihood(ds, test.x, test.u).mean()
     assert true_ll > sy.true_log_likelihood(ds, test.x, test.u[::-1]).mean()

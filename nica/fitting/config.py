@@ -60,7 +60,7 @@ AUTO_DEPTH = AUTO
 #: Depths of ``DepthSearch()`` (``auto``): up to :data:`DEEP_ABOVE_DIM` sources each of
 #: :data:`SHALLOW_DEPTHS` is fitted and the one with the lowest validation NLL is kept; above,
 #: :data:`DEEP_DEPTH`.
-SHALLOW_DEPTHS, DEEP_DEPTH, DEEP_ABOVE_DIM = (4, 5), 6, 10
+SHALLOW_DEPTHS, DEEP_DEPTH, DEEP_ABOVE_DIM = (4, 5), 10, 10
 #: The ``auto`` depth rule in words (help texts, reports, and the cell keys of ``nica run``).
 AUTO_DEPTH_RULE = (
     f"{' or '.join(map(str, SHALLOW_DEPTHS))} up to {DEEP_ABOVE_DIM} sources (the lower "

@@ -10,9 +10,11 @@ it does so for each and keeps each seed's depth with the lower validation NLL.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -21,17 +23,17 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from nica.fitting.auxiliary import AuxReading, check_segments, read_aux
+from nica.fitting.auxiliary import AuxReading, IdentifiabilityWarning, check_segments, read_aux
 from nica.fitting.build import build_model, make_optimizer
 from nica.fitting.config import FitConfig
-from nica.fitting.data import Standardisation, check_observations, standardise
+from nica.fitting.data import OutlierWarning, Standardisation, check_observations, standardise
 from nica.fitting.fitted import FittedModel
 from nica.fitting.runs import train_runs
 from nica.fitting.steps import split_runs_data
 from nica.fitting.stopping import FitResult, ProgressEvent, TrainingDivergedError
 from nica.util.progress import display
 
-__all__ = ["MIN_VALIDATION_ROWS", "check_inputs", "fit", "fit_seeds"]
+__all__ = ["MIN_VALIDATION_ROWS", "check_inputs", "checks_said", "fit", "fit_seeds"]
 
 
 def _resolve(config: FitConfig | None, overrides: dict) -> FitConfig:
@@ -83,6 +85,16 @@ def check_inputs(
     prepared = _prepare(config, x, u, where, where_u)
     _check_selection(config, *prepared.z.shape, where)
     return prepared.reading
+
+
+@contextlib.contextmanager
+def checks_said():
+    """Silences the warnings of :func:`check_inputs` (identifiability, outliers) inside: for
+    a fit whose inputs were checked, and the warnings shown, once before it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IdentifiabilityWarning)
+        warnings.simplefilter("ignore", OutlierWarning)
+        yield
 
 
 #: Fewest validation rows that may choose among restarts or depths: below it the standard error

@@ -15,16 +15,14 @@ that every seed finds is reliable too.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from nica.core.metrics import METHODS, mean_correlation_coefficient
-from nica.fitting.auxiliary import IdentifiabilityWarning, read_aux
+from nica.fitting.auxiliary import read_aux
 from nica.fitting.config import FitConfig
-from nica.fitting.data import OutlierWarning
-from nica.fitting.estimator import check_inputs, fit_seeds
+from nica.fitting.estimator import check_inputs, checks_said, fit_seeds
 from nica.fitting.fitted import FittedModel
 from nica.fitting.stopping import ProgressEvent
 
@@ -81,8 +79,15 @@ class Stability:
         ``matched``)."""
         return tuple(i for i in self.ran if i != self.reference)
 
+    @classmethod
+    def from_dict(cls, record: dict) -> Stability:
+        """The result of a :meth:`to_dict` record, without its fits (``fits`` is empty, so
+        :attr:`best` is not available): enough to redraw ``plot_reliability``."""
+        return _from_dict(record)
+
     def to_dict(self) -> dict:
-        """JSON-ready record (no models; a diverged fit's ``val_nll`` is ``None``)."""
+        """JSON-ready record (no models; a diverged fit's ``val_nll`` is ``None``; ``ran`` and
+        ``reference`` index ``seeds``)."""
         return {
             "reliability": [float(r) for r in self.reliability],
             "order": [int(i) for i in self.order],
@@ -92,11 +97,32 @@ class Stability:
             "seeds": list(self.seeds),
             "reference": self.reference,
             "reference_seed": self.seeds[self.reference],
+            "ran": list(self.ran),
             "compared_seeds": [self.seeds[i] for i in self.compared],
             "diverged": self.diverged,
             "correlation": self.correlation,
             "bootstrap": self.bootstrap,
         }
+
+
+def _from_dict(record: dict) -> Stability:
+    """:meth:`Stability.from_dict`."""
+    val_nll = np.array([np.nan if v is None else v for v in record["val_nll"]], np.float64)
+    reliability = np.asarray(record["reliability"], np.float64)
+    return Stability(
+        reliability=reliability,
+        matched=np.asarray(record["matched"], np.float64).reshape(-1, reliability.size),
+        partners=np.asarray(record["partners"], np.int64).reshape(-1, reliability.size),
+        val_nll=val_nll,
+        seeds=tuple(int(s) for s in record["seeds"]),
+        reference=int(record["reference"]),
+        ran=tuple(int(i) for i in record["ran"]),
+        order=np.asarray(record["order"], np.int64),
+        diverged=int(record["diverged"]),
+        correlation=record["correlation"],
+        bootstrap=bool(record["bootstrap"]),
+        fits=(),
+    )
 
 
 def check_arguments(seeds, correlation: str) -> tuple[int, ...]:
@@ -198,9 +224,7 @@ def stability(
     else:
         xs, us = [x] * len(seeds), None if u is None else [u] * len(seeds)
     where = "bootstrap sample" if bootstrap else "x"
-    with warnings.catch_warnings():  # check_inputs has said them
-        warnings.simplefilter("ignore", IdentifiabilityWarning)
-        warnings.simplefilter("ignore", OutlierWarning)
+    with checks_said():
         fits = fit_seeds(xs, us, seeds=seeds, config=config, progress=progress, where=where)
     ran, sources = _sources(fits, x)
     if len(ran) < 2:

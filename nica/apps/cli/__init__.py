@@ -17,7 +17,8 @@ line on stderr, ``nica: error: ...``; a diverged fit with status 3; Ctrl-C with 
 one line saying what was kept.
 
 Modules: :mod:`.parser` (the options), :mod:`.fit`, :mod:`.stability`, :mod:`.run`,
-:mod:`.transform` (one command each), :mod:`.outputs` (what ``nica fit`` writes), :mod:`.console` (messages and exit lines).
+:mod:`.transform` (one command each), :mod:`.outputs` (what ``nica fit`` writes),
+:mod:`.console` (messages and exit lines).
 """
 
 from __future__ import annotations

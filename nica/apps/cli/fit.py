@@ -7,15 +7,14 @@ when the file has ``u`` (and ``--unconditional`` is not given), else uncondition
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 
 import nica
 from nica.apps.cli.console import abandon, status
 from nica.apps.cli.outputs import prepare_fit_out, write_outputs
-from nica.fitting.auxiliary import IdentifiabilityWarning, read_aux
-from nica.fitting.data import OutlierWarning, load_observations, standardise
-from nica.fitting.estimator import check_inputs
+from nica.fitting.auxiliary import read_aux
+from nica.fitting.data import load_observations, standardise
+from nica.fitting.estimator import check_inputs, checks_said
 from nica.methods import METHODS, Method, get_method
 from nica.util.progress import fit_progress, progress_enabled
 
@@ -98,6 +97,7 @@ def _summary(method: Method, fit, metrics: dict) -> str:
         summary += f" at depth {fit.depth} ({listed})"
     if "nll_gap" in metrics:
         summary += f", NLL gap to the true model {metrics['nll_gap']:.3f} nats"
+        summary += f" (on the training data {metrics['train_gap']:.3f})"
     if "mcc_pearson" in metrics:
         summary += f", MCC {metrics['mcc_pearson']:.4f} (Spearman {metrics['mcc_spearman']:.4f})"
     return summary
@@ -125,9 +125,7 @@ def run_fit(args) -> int:
     with fit_progress(progress_enabled(args.quiet)) as progress:
         start = time.perf_counter()
         try:
-            with warnings.catch_warnings():  # the checks have said them
-                warnings.simplefilter("ignore", IdentifiabilityWarning)
-                warnings.simplefilter("ignore", OutlierWarning)
+            with checks_said():
                 fit = method.fit(data.x, data.u, config=config, progress=progress, where=args.data)
         except BaseException as err:
             abandon(err, out, created)

@@ -124,15 +124,7 @@ def _add_fit_parser(commands) -> None:
         ),
         formatter_class=HelpFormatter,
     )
-    cmd.add_argument(
-        "--data", required=True, metavar="FILE", help=".npz with x (N,D), optional u and s"
-    )
-    cmd.add_argument(
-        "--out",
-        required=True,
-        metavar="DIR",
-        help="output folder (created; checked before the fit)",
-    )
+    _add_data_and_out(cmd, "output folder (created; checked before the fit)")
     _add_fit_settings(cmd)
     listed = "; ".join(f"{name}: {method.description}" for name, method in METHODS.items())
     cmd.add_argument(
@@ -152,6 +144,14 @@ def _add_fit_parser(commands) -> None:
     cmd.set_defaults(handler=run_fit)
 
 
+def _add_data_and_out(cmd, out_help: str) -> None:
+    """``--data FILE`` (an .npz of x, u, s) and ``--out DIR``, both required."""
+    cmd.add_argument(
+        "--data", required=True, metavar="FILE", help=".npz with x (N,D), optional u and s"
+    )
+    cmd.add_argument("--out", required=True, metavar="DIR", help=out_help)
+
+
 def _add_stability_parser(commands) -> None:
     """``nica stability``: ``nica fit``'s model options, several seeds instead of ``--seed``."""
     cmd = commands.add_parser(
@@ -167,12 +167,7 @@ def _add_stability_parser(commands) -> None:
         ),
         formatter_class=HelpFormatter,
     )
-    cmd.add_argument(
-        "--data", required=True, metavar="FILE", help=".npz with x (N,D), optional u and s"
-    )
-    cmd.add_argument(
-        "--out", required=True, metavar="DIR", help="output folder (created; checked first)"
-    )
+    _add_data_and_out(cmd, "output folder (created; checked first)")
     cmd.add_argument(
         "--seeds",
         type=int,

@@ -9,7 +9,6 @@ reliability, so that the index can be read against the truth.
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +17,8 @@ import nica
 from nica.apps.cli.console import abandon, status, version
 from nica.apps.cli.outputs import prepare_fit_out
 from nica.core.metrics import correlation_matrix, mean_correlation_coefficient
-from nica.fitting.auxiliary import IdentifiabilityWarning
-from nica.fitting.data import OutlierWarning, load_observations
-from nica.fitting.estimator import check_inputs
+from nica.fitting.data import load_observations
+from nica.fitting.estimator import check_inputs, checks_said
 from nica.fitting.stability import check_arguments
 from nica.util.files import write_json, write_text
 from nica.util.progress import fit_progress, progress_enabled
@@ -167,9 +165,7 @@ def run_stability(args) -> int:
     with fit_progress(progress_enabled(args.quiet)) as progress:
         start = time.perf_counter()
         try:
-            with warnings.catch_warnings():  # the checks have said them
-                warnings.simplefilter("ignore", IdentifiabilityWarning)
-                warnings.simplefilter("ignore", OutlierWarning)
+            with checks_said():
                 result = nica.stability(
                     data.x,
                     u,

@@ -80,6 +80,13 @@ def _report(config: ExperimentConfig, rows: list[dict], records: list[dict]) -> 
             f"| {s[0]:.3f} ± {s[1]:.3f} | {s[2]:.3f} | {gap} | {depths} | {t[0]:.1f} | {r['n']} "
             f"| {r['diverged']} |"
         )
+    unfinished = [f"{r['setting']} {r['model']}: {r['pending']}" for r in rows if r["pending"]]
+    if unfinished:
+        lines += [
+            "",
+            "Unfinished cells, not in the table (the report was written before they ran; the"
+            f" command above completes it): {'; '.join(unfinished)}.",
+        ]
     targets = {r["model"]: r["target"] for r in records if r.get("target", "s") != "s"}
     if targets:
         scored = ", ".join(f"{model} against {target}" for model, target in targets.items())
@@ -99,6 +106,7 @@ def _report(config: ExperimentConfig, rows: list[dict], records: list[dict]) -> 
         " Near 0: the fit is as likely as the truth (the optimiser found the optimum); large:"
         " optimisation or representation falls short.",
         "",
+        *_per_seed(config, records),
         "Demixer depth: the depth each seed's fit kept, in seed order (with `depth` `auto`, the"
         f" rule is {AUTO_DEPTH_RULE}).",
         "",
@@ -111,6 +119,36 @@ def _report(config: ExperimentConfig, rows: list[dict], records: list[dict]) -> 
         *_provenance(records),
     ]
     return "\n".join(lines)
+
+
+def _per_seed(config: ExperimentConfig, records: list[dict]) -> list[str]:
+    """Report lines: each finished fit's MCC, held-out and training gaps and depth (fits that
+    have a gap: nica's models), in the order of the settings, models and seeds."""
+    order = {
+        (s.label, m): i
+        for i, (s, m) in enumerate((s, m) for s in config.settings for m in config.models)
+    }
+    gapped = [r for r in records if r["status"] == "ok" and "nll_gap" in r]
+    if not gapped:
+        return []
+    gapped.sort(key=lambda r: (order.get((r["setting"], r["model"]), len(order)), r["seed"]))
+    lines = [
+        "Per seed: the held-out gap as above, and the training gap, the same difference on"
+        " the data set the fit was given (its validation split included). A training gap as"
+        " large as the held-out one means the fit stopped short of the maximum likelihood"
+        " (optimisation or representation); a training gap near 0 under a large held-out gap"
+        " means overfitting.",
+        "",
+        f"| {config.sweep} | model | seed | Pearson MCC | held-out gap | training gap | depth |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in gapped:
+        train = f"{r['train_gap']:.3f}" if "train_gap" in r else "–"
+        lines.append(
+            f"| {r['setting']} | {r['model']} | {r['seed']} | {r['mcc_pearson']:.3f} "
+            f"| {r['nll_gap']:.3f} | {train} | {r.get('depth', '–')} |"
+        )
+    return [*lines, ""]
 
 
 def _provenance(records: list[dict]) -> list[str]:
@@ -126,11 +164,14 @@ def _provenance(records: list[dict]) -> list[str]:
 
 
 def _results_csv(records: list[dict]) -> str:
-    lines = ["setting,model,seed,status,mcc_pearson,mcc_spearman,nll_gap,depth,wall_s,key"]
+    lines = [
+        "setting,model,seed,status,mcc_pearson,mcc_spearman,nll_gap,train_gap,depth,wall_s,key"
+    ]
     for r in records:
         lines.append(
             f"{r['setting']},{r['model']},{r['seed']},{r['status']},{r.get('mcc_pearson', '')},"
-            f"{r.get('mcc_spearman', '')},{r.get('nll_gap', '')},{r.get('depth', '')},"
+            f"{r.get('mcc_spearman', '')},{r.get('nll_gap', '')},{r.get('train_gap', '')},"
+            f"{r.get('depth', '')},"
             f"{r.get('wall_s', '')},{r.get('key', '')}"
         )
     return "\n".join(lines) + "\n"
