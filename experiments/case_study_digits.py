@@ -772,21 +772,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     skipped = [m for m in models if m in flowjax_flows.FLOWS and not flowjax_flows.available()]
     models = [m for m in models if m not in skipped]
     settings = {
-        "seeds": list(args.seeds),
+        **density_real.run_settings(args, base),
         "models": models,
-        "epochs": args.epochs,
-        "depth": args.depth,
         "stability_depth": args.stability_depth,
         "fits": args.fits,
-        "copies": args.copies,
         "rows": args.rows,
-        "flow_layers": args.flow_layers,
-        "flow_lr": args.flow_lr,
-        "batch_size": base.loop.batch_size,
-        "eval_every": base.loop.eval_every,
-        "patience": base.loop.patience,
-        "clip_norm": base.optimizer.clip_norm,
-        "nica_lr": base.optimizer.learning_rate,
     }
     target = density_real._nica_target(settings)
     settings["flow_widths"] = density_real.flow_widths(models, target, settings)

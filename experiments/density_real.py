@@ -363,6 +363,25 @@ def _nica_target(settings: dict) -> int:
     return depth * (64 * 64 + 64)  # square layers: kernel and bias
 
 
+def run_settings(args, base) -> dict:
+    """The recorded settings of a run: the command line's ``seeds``, ``epochs``, ``depth``,
+    ``copies``, ``flow_layers``, ``flow_lr`` and the nica training settings of ``base`` (a
+    ``FitConfig``)."""
+    return {
+        "seeds": list(args.seeds),
+        "epochs": args.epochs,
+        "depth": args.depth,
+        "copies": args.copies,
+        "flow_layers": args.flow_layers,
+        "flow_lr": args.flow_lr,
+        "batch_size": base.loop.batch_size,
+        "eval_every": base.loop.eval_every,
+        "patience": base.loop.patience,
+        "clip_norm": base.optimizer.clip_norm,
+        "nica_lr": base.optimizer.learning_rate,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     """Parses arguments, fits every model on every seed, writes the report; returns rows."""
     base = density_config(seed=0)
@@ -382,19 +401,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--flow-layers", type=harness.positive_int, default=5)
     parser.add_argument("--flow-lr", type=float, default=1e-3, help="flows' peak learning rate")
     args = parser.parse_args(argv)
-    settings = {
-        "seeds": args.seeds,
-        "epochs": args.epochs,
-        "depth": args.depth,
-        "copies": args.copies,
-        "flow_layers": args.flow_layers,
-        "flow_lr": args.flow_lr,
-        "batch_size": base.loop.batch_size,
-        "eval_every": base.loop.eval_every,
-        "patience": base.loop.patience,
-        "clip_norm": base.optimizer.clip_norm,
-        "nica_lr": base.optimizer.learning_rate,
-    }
+    settings = run_settings(args, base)
     models = list(args.models)
     skipped = [m for m in models if m in flowjax_flows.FLOWS and not flowjax_flows.available()]
     models = [m for m in models if m not in skipped]
