@@ -27,6 +27,13 @@ if os.environ.get("NICA_CACHE_DIR", "").strip().lower() != "off":
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+# pytest-xdist's controller imports a warning's module when a worker reports one, from one
+# thread per worker; two workers reporting nica's warnings at once could deadlock on the import
+# lock (seen with IdentifiabilityWarning). Importing the warnings' modules here, once, first,
+# removes the race.
+import nica.fitting.auxiliary  # noqa: E402, F401
+import nica.fitting.data  # noqa: E402, F401
+
 
 @pytest.fixture
 def x64():
