@@ -1,5 +1,7 @@
 """Conditional priors (Eq. 4): normalised densities, finite-difference gradients, registry."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,12 +36,19 @@ CASES = [(kind, family) for kind in PRIOR_MAKERS for family in CONDITIONAL_FAMIL
 def test_density_integrates_to_one_in_each_condition(kind, family, x64):
     prior, make_u = PRIOR_MAKERS[kind](family)
     u = make_u(3)
+
+    # One compiled program per component for every point quad asks for (op by op, each point
+    # costs about a millisecond).
+    @functools.partial(jax.jit, static_argnums=2)
+    def density_at(value, u_row, component):
+        s = jnp.zeros((1, 2), jnp.float64).at[0, component].set(value)
+        return jnp.exp(prior.log_prob(s, u_row)[0, component])
+
     for row in range(3):
         for component in range(2):
 
             def density(value, row=row, component=component):
-                s = jnp.zeros((1, 2)).at[0, component].set(value)
-                return float(jnp.exp(prior.log_prob(s, u[row : row + 1])[0, component]))
+                return float(density_at(value, u[row : row + 1], component))
 
             total, _ = integrate.quad(density, -60, 60, limit=400, points=[-5, 0, 5])
             assert total == pytest.approx(1.0, abs=1e-6)

@@ -14,7 +14,9 @@ from nica.core.activations import make_activation
 from nica.fitting.config import AUTO_DEPTH_RULE, FLAT_NAMES, TRAINER_LOOP, check_setting_names
 from nica.fitting.data import Standardisation
 
-#: ``nica.FitConfig().to_dict()`` of nica 0.2.0, written out: ``nica run``'s cell keys hash it.
+#: ``nica.FitConfig().to_dict()`` of nica 0.2.0 with the later rules (``depth_rule``'s 10 layers,
+#: ``warm_start``), written out: ``nica run``'s cell keys hash it, so a change here changes
+#: every default cell's key.
 RECORD_0_2_0 = {
     "seed": 0,
     "epochs": 300,
@@ -39,9 +41,11 @@ RECORD_0_2_0 = {
     "standardise": True,
     "restarts": 8,
     "restart_epochs": None,
+    "warm_start": "auto",
     "prior_family": "gennorm",
     "resolved_restart_epochs": 25,
     "depth_rule": "4 or 5 up to 10 sources (the lower validation NLL), 10 above",
+    "warm_start_rule": "none up to 10 sources, linear above",
     "resolved_prior_shape_init": 1.02,
 }
 
@@ -92,6 +96,7 @@ BAD_PARTS = {
     ),
     "restarts": (nica.RestartConfig, {"count": 0}, "restarts must be >= 1, got 0"),
     "restart_epochs": (nica.RestartConfig, {"epochs": 0}, "restart_epochs must be >= 1, got 0"),
+    "warm_start": (nica.RestartConfig, {"warm_start": "cubic"}, "unknown warm_start 'cubic'"),
     "spline-knots": (act.MonotoneSplineSpec, {"knots": 4}, "MonotoneSpline knots must be odd"),
     "spline-tail": (act.MonotoneSplineSpec, {"tail_slope": 0.0}, "MonotoneSpline tail_slope"),
     "mixture-knots": (act.MonotoneMixtureSpec, {"knots": 0}, "MonotoneMixture knots must be >= 1"),
@@ -135,6 +140,7 @@ FLAT_CASES = {
     "standardise": (False, lambda c: c.model.standardise),
     "restarts": (3, lambda c: c.restarts.count),
     "restart_epochs": (2, lambda c: c.restarts.epochs),
+    "warm_start": ("linear", lambda c: c.restarts.warm_start),
 }
 #: The activation each activation setting needs, and what ``activation="leaky_relu"`` gives.
 CONTEXT = {
@@ -146,7 +152,7 @@ TYPED = {"activation": act.LeakyReLU}
 
 
 def test_every_flat_name_is_covered():
-    assert set(FLAT_CASES) == set(FLAT_NAMES) and len(FLAT_NAMES) == 23
+    assert set(FLAT_CASES) == set(FLAT_NAMES) and len(FLAT_NAMES) == 24
     assert list(nica.FitConfig().flat()) == list(FLAT_NAMES)
 
 
@@ -163,7 +169,8 @@ def test_flat_round_trip(name):
 
 
 def test_default_record_is_the_0_2_0_record():
-    """Every config that 0.2.0 could express keeps its record, so its ``nica run`` cell key."""
+    """The default config's record is the one written out (a change of it is a change of every
+    default ``nica run`` cell key, made on purpose here)."""
     assert nica.FitConfig().to_dict() == RECORD_0_2_0
     assert nica.FitConfig.from_dict(RECORD_0_2_0) == nica.FitConfig()
 
@@ -217,7 +224,8 @@ def test_replace_rebuilds_each_part_once_with_all_its_changes():
 def test_old_flat_checkpoint_loads(tmp_path):
     """A checkpoint of 0.2.0 stores ``nica.FitConfig.to_dict()`` flat: ``nica.load`` reads it."""
     old = {**RECORD_0_2_0, "depth": 2, "prior": "gennorm", "epochs": 40, "restarts": 1}
-    del old["depth_rule"]
+    for later in ("depth_rule", "warm_start", "warm_start_rule"):
+        del old[later]
     config = nica.FitConfig.from_dict(old)
     assert config.model.depth == 2 and config.loop.epochs == 40 and config.restarts.count == 1
     assert config.model.prior == nica.PriorSpec("gennorm") and config.seed == 0

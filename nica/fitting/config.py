@@ -37,11 +37,13 @@ from nica.fitting.flat import (
     flat_values,
     replace_flat,
 )
+from nica.fitting.warm import WARM_STARTS
 
 __all__ = [
     "AUTO",
     "AUTO_DEPTH",
     "AUTO_DEPTH_RULE",
+    "AUTO_WARM_START_RULE",
     "FLAT_NAMES",
     "TRAINER_LOOP",
     "DepthSearch",
@@ -66,6 +68,9 @@ AUTO_DEPTH_RULE = (
     f"{' or '.join(map(str, SHALLOW_DEPTHS))} up to {DEEP_ABOVE_DIM} sources (the lower "
     f"validation NLL), {DEEP_DEPTH} above"
 )
+#: The warm start of ``auto`` (``RestartConfig.warm_start``): a linear fit first above
+#: :data:`DEEP_ABOVE_DIM` sources (where the deep demixer is fitted), none up to it.
+AUTO_WARM_START_RULE = f"none up to {DEEP_ABOVE_DIM} sources, linear above"
 #: The prior family of ``auto``, by whether the model is conditional (Eq. 4) or not (Eq. 3).
 AUTO_PRIORS = {True: "gennorm", False: "laplace"}
 
@@ -268,20 +273,38 @@ TRAINER_LOOP = LoopConfig(epochs=100, batch_size=100, eval_every=1)
 
 @dataclasses.dataclass(frozen=True)
 class RestartConfig:
-    """Initialisations tried first, all at once (vmapped), each for a short fit; the one with
-    the lowest validation NLL is trained on. The true sources are never used.
+    """How each seed's fit starts: initialisations tried first, all at once (vmapped), each for
+    a short fit, the one with the lowest validation NLL trained on; and an optional warm start.
+    The true sources are never used.
 
     Attributes:
       count: initialisations per seed (>= 1; 1 = a single initialisation).
       epochs: each one's short fit (>= 1; ``None``: a twelfth of the loop's epochs, at least
         1: a short annealed fit already separates good initialisations from poor ones).
+      warm_start: ``"auto"`` (:data:`AUTO_WARM_START_RULE`) or a name of
+        ``nica.fitting.warm.WARM_STARTS``: ``"linear"`` fits each seed's linear model first
+        (depth 1, with the ``count`` initialisations) and starts every deeper demixer from it
+        (``nica.fitting.warm.embed_params``: first layer and prior from the linear model, the
+        other layers at the identity), one initialisation each; ``"none"`` starts every depth
+        from its own ``count`` random initialisations.
     """
 
     count: int = 8
     epochs: int | None = None
+    warm_start: str = AUTO
 
     def __post_init__(self):
         _at_least(1, restarts=self.count, restart_epochs=self.epochs)
+        if self.warm_start != AUTO and self.warm_start not in WARM_STARTS:
+            raise ValueError(
+                f"unknown warm_start {self.warm_start!r}; known: auto, {', '.join(WARM_STARTS)}"
+            )
+
+    def resolve(self, dim: int | None) -> str | None:
+        """The warm start's name for ``dim`` sources (``None`` for ``auto`` without ``dim``)."""
+        if self.warm_start != AUTO:
+            return self.warm_start
+        return None if dim is None else ("linear" if dim > DEEP_ABOVE_DIM else "none")
 
 
 class Resolved(NamedTuple):
@@ -296,6 +319,8 @@ class Resolved(NamedTuple):
       restart_epochs: each restart's epochs.
       gradient: the gradient mode of the main fit (``None`` without ``dim`` and
         ``n_samples``).
+      warm_start: the warm start's name (``nica.fitting.warm.WARM_STARTS``; ``None`` for
+        ``auto`` without ``dim``).
     """
 
     depths: tuple[int, ...] | None
@@ -303,6 +328,7 @@ class Resolved(NamedTuple):
     prior_shape_init: float | None
     restart_epochs: int
     gradient: GradientMode | None
+    warm_start: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,7 +380,8 @@ class FitConfig:
             batch = min(self.loop.batch_size, max(1, n_samples - n_val))
             gradient = resolve_gradient(self.optimizer.gradient, dim, batch)
         restart_epochs = self.restarts.epochs or max(1, self.loop.epochs // 12)
-        return Resolved(depths, family, shape, restart_epochs, gradient)
+        warm_start = self.restarts.resolve(dim)
+        return Resolved(depths, family, shape, restart_epochs, gradient, warm_start)
 
     @classmethod
     def from_flat(cls, settings: Mapping[str, object]) -> FitConfig:
@@ -376,8 +403,9 @@ class FitConfig:
         """The flat settings (:meth:`flat`; the loop's ``min_delta`` and ``explode_nats`` too
         when not at their defaults) plus the resolved ``prior_family``,
         ``resolved_restart_epochs``, ``resolved_prior_shape_init`` (when there is one) and, for
-        ``depth='auto'``, ``depth_rule``. JSON-ready; ``nica run``'s cell keys hash it, so a
-        changed rule is never mistaken for a finished cell."""
+        ``depth='auto'`` and ``warm_start='auto'``, ``depth_rule`` and ``warm_start_rule``.
+        JSON-ready; ``nica run``'s cell keys hash it, so a changed rule is never mistaken for a
+        finished cell."""
         resolved = self.resolve()
         extras = {
             name: getattr(self.loop, name)
@@ -385,6 +413,7 @@ class FitConfig:
             if getattr(self.loop, name) != getattr(LoopConfig, name)
         }
         rule = self.model.depth == DepthSearch()
+        warm_rule = self.restarts.warm_start == AUTO
         shape = resolved.prior_shape_init
         return {
             **self.flat(),
@@ -392,6 +421,7 @@ class FitConfig:
             "prior_family": resolved.prior_family,
             "resolved_restart_epochs": resolved.restart_epochs,
             **({"depth_rule": AUTO_DEPTH_RULE} if rule else {}),
+            **({"warm_start_rule": AUTO_WARM_START_RULE} if warm_rule else {}),
             **({} if shape is None else {"resolved_prior_shape_init": shape}),
         }
 

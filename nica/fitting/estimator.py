@@ -31,6 +31,7 @@ from nica.fitting.fitted import FittedModel
 from nica.fitting.runs import train_runs
 from nica.fitting.steps import split_runs_data
 from nica.fitting.stopping import FitResult, ProgressEvent, TrainingDivergedError
+from nica.fitting.warm import WARM_STARTS, embed_params, stack_params
 from nica.util.progress import display
 
 __all__ = ["MIN_VALIDATION_ROWS", "check_inputs", "checks_said", "fit", "fit_seeds"]
@@ -281,9 +282,22 @@ def _fit_seeds(xs, us, seeds, config, progress, note, shard, where, where_u, ove
         config.loop.validation_fraction,
         jnp.float32,
     )
-    depths = config.resolve(dim).depths
+    resolved = config.resolve(dim)
+    depths, start = resolved.depths, None
+    start_depth = WARM_STARTS[resolved.warm_start]
+    if start_depth is not None and any(d > start_depth for d in depths):
+        # One warm start shared by every candidate depth, on the same split and keys.
+        start = _fit_depth(
+            config.replace(depth=start_depth, warm_start="none"),
+            seeds,
+            prepared,
+            keys,
+            data,
+            progress,
+            shard,
+        )
     fits = [  # every depth on the same split and keys; each saved with its depth resolved
-        _fit_depth(config.replace(depth=d), seeds, prepared, keys, data, progress, shard)
+        _fit_depth(config.replace(depth=d), seeds, prepared, keys, data, progress, shard, start)
         for d in depths
     ]
     if len(fits) == 1:
@@ -316,16 +330,37 @@ def _with_depth_histories(kept: FittedModel, candidates: tuple[FittedModel, ...]
     return dataclasses.replace(kept, histories={**(kept.histories or {}), "depths": depths})
 
 
-def _fit_depth(config: FitConfig, seeds: list[int], prepared: list, keys, data, progress, shard):
+def _fit_depth(
+    config: FitConfig,
+    seeds: list[int],
+    prepared: list,
+    keys,
+    data,
+    progress,
+    shard,
+    start: list[FittedModel] | None = None,
+):
     """:func:`fit_seeds` for a ``config`` of one depth: every seed's restarts and main fit on
-    the seeds' ``keys`` (:func:`_seed_keys`) and split ``data``."""
+    the seeds' ``keys`` (:func:`_seed_keys`) and split ``data``. With ``start`` (each seed's
+    fit of a shallower depth: the warm start) the main fit starts from it instead
+    (``nica.fitting.warm.embed_params``), and the start's restarts and history are recorded."""
     (n_samples, dim), aux = prepared[0].z.shape, prepared[0].aux
-    graphdef, params, rest = _initial_params(config, dim, aux, jnp.stack([k[2] for k in keys]))
+    init_keys = jnp.stack([k[2] for k in keys])
+    start_depth = None if start is None else start[0].config.model.depth
+    warm = start is not None and config.model.depth > start_depth
+    if warm:
+        init_keys = init_keys[:, :1]
+    graphdef, params, rest = _initial_params(config, dim, aux, init_keys)
     shuffle_keys = jnp.stack([k[1] for k in keys])
     summaries, restart_histories = [None] * len(seeds), [None] * len(seeds)
     # NLLs are recorded in nats per sample in the units of x, as log_likelihood reports them.
     offsets = np.array([np.log(p.standardisation.scale).sum() for p in prepared])
-    if config.restarts.count > 1:
+    histories = [{} for _ in seeds]
+    if warm:
+        params = embed_params(stack_params(f.model for f in start), start_depth, params)
+        summaries = [f.restarts for f in start]
+        histories = [{**(f.histories or {}), "warm_start": f.result.history} for f in start]
+    elif config.restarts.count > 1:
         params, summaries, restart_histories = _choose_restarts(
             config,
             (graphdef, params, rest),
@@ -358,10 +393,17 @@ def _fit_depth(config: FitConfig, seeds: list[int], prepared: list, keys, data, 
             aux,
             results[i],
             summaries[i],
-            histories=None if restart_histories[i] is None else {"restarts": restart_histories[i]},
+            histories=_phase_histories(histories[i], restart_histories[i]),
         )
         for i, seed in enumerate(seeds)
     ]
+
+
+def _phase_histories(start: dict, restarts: list | None) -> dict | None:
+    """A fit's :attr:`FittedModel.histories` before its depth search: the warm start's
+    (``start``) or its own restarts' records; ``None`` when there are none."""
+    phases = {**start, **({} if restarts is None else {"restarts": restarts})}
+    return phases or None
 
 
 def fit(

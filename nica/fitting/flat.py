@@ -47,6 +47,7 @@ FLAT_FIELDS: dict[str, tuple[str, ...]] = {
     "standardise": ("model", "standardise"),
     "restarts": ("restarts", "count"),
     "restart_epochs": ("restarts", "epochs"),
+    "warm_start": ("restarts", "warm_start"),
 }
 
 #: Activation name (the flat ``activation``) -> its type in ``ModelConfig.activation`` and
@@ -83,7 +84,7 @@ ACTIVATION_DEFAULTS = {
     "activation_tail_slope": 1.0,
 }
 
-#: Every flat name, in the order of 0.2.0's ``FitConfig`` fields.
+#: Every flat name, in the order of 0.2.0's ``FitConfig`` fields, later ones appended.
 FLAT_NAMES = (
     "seed",
     "epochs",
@@ -103,6 +104,7 @@ FLAT_NAMES = (
     "standardise",
     "restarts",
     "restart_epochs",
+    "warm_start",
 )
 assert set(FLAT_NAMES) == {*FLAT_FIELDS, *ACTIVATION_DEFAULTS}
 

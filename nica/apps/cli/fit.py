@@ -54,6 +54,10 @@ def _plan(config, dim: int) -> str:
             f"best of {config.restarts.count} initialisations after {resolved.restart_epochs}"
             f" epochs each, then {plan}"
         )
+    if resolved.warm_start != "none" and max(resolved.depths) > 1:
+        plan = (
+            f"a {resolved.warm_start} fit first ({plan}), then {config.loop.epochs} epochs from it"
+        )
     depths = resolved.depths
     if len(depths) > 1:
         listed = ", ".join(map(str, depths))

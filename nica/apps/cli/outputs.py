@@ -170,6 +170,8 @@ def write_nica_fit(path, out: Path, method: Method, config, fit: MethodFit, data
         "depth_rule": settings["depth"],
         "depth_search": fitted.depth_search,
         "restart_epochs": resolved.restart_epochs,
+        "warm_start": resolved.warm_start,
+        "warm_start_rule": settings["warm_start"],
         "data": str(Path(path).resolve()),
         "n_samples": n,
         "dim": d,

@@ -17,8 +17,9 @@ from nica.core.activations import ACTIVATIONS
 from nica.core.conditional import CONDITIONAL_FAMILIES
 from nica.core.metrics import METHODS as CORRELATIONS
 from nica.core.priors import PRIORS
-from nica.fitting.config import AUTO_DEPTH, AUTO_DEPTH_RULE, AUTO_PRIORS
+from nica.fitting.config import AUTO_DEPTH, AUTO_DEPTH_RULE, AUTO_PRIORS, AUTO_WARM_START_RULE
 from nica.fitting.stability import DEFAULT_SEEDS
+from nica.fitting.warm import WARM_STARTS
 from nica.methods import METHODS
 from nica.util.cache import CACHE_ENV, CACHE_OFF, cache_dir
 
@@ -109,6 +110,15 @@ def _add_fit_settings(cmd, *, seed: bool = True) -> None:
     )
     for flag, metavar, kind, text in _CONFIG_OPTIONS[3:]:
         _add_config_option(cmd, defaults, flag, metavar, kind, text)
+    cmd.add_argument(
+        "--warm-start",
+        metavar="NAME",
+        choices=["auto", *WARM_STARTS],
+        default=defaults["warm_start"],
+        help="how a deep demixer starts, one of auto, none, linear: linear fits the linear model"
+        " first (with the restarts) and starts every depth from it, the further layers at the"
+        f" identity; auto = {AUTO_WARM_START_RULE}",
+    )
 
 
 def _add_fit_parser(commands) -> None:
