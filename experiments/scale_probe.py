@@ -115,15 +115,34 @@ def _per_seed(records: list, key: str) -> str:
     return " / ".join(f"{r[key]:.2f}" for r in records)
 
 
+def _text(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _command(body: dict) -> str:
+    """The command line that wrote a variant's JSON file."""
+    seeds = " ".join(str(r["seed"]) for r in body["seeds"])
+    parts = [
+        "python -m experiments.scale_probe",
+        f"--config {body['config']} --setting {body['setting']} --seeds {seeds}",
+        f"--name {body['variant']}",
+        *(f"--set {k}={_text(v)}" for k, v in body["overrides"].items()),
+        *(f"--data {k}={_text(v)}" for k, v in (body.get("data") or {}).items()),
+    ]
+    return " ".join(parts)
+
+
 def write_report(out) -> Path:
     """``out/report.md``: one row per (setting, variant) JSON file, seeds side by side."""
-    rows = []
+    rows, commands = [], []
     for path in sorted(Path(out).glob("*.json")):
         body = json.loads(path.read_text())
+        where = body.get("source") or f"`{_command(body)}`"
+        commands.append(f"- {body['config']} {body['setting']}, {body['variant']}: {where}")
         recs = body["seeds"]
         mccs = [r["mcc"] for r in recs]
         rows.append(
-            f"| {body['config']} {body['setting']} {json.dumps(body.get('data', {}))} | "
+            f"| {body['config']} {body['setting']} {_text(body.get('data') or '')} | "
             f"{body['variant']} | "
             f"{json.dumps(body['overrides'])} | {' / '.join(f'{m:.3f}' for m in mccs)} | "
             f"{np.median(mccs):.3f} | {_per_seed(recs, 'nll_gap')} | "
@@ -143,6 +162,10 @@ def write_report(out) -> Path:
             " | training gap per seed | wall (s) |",
             "|---|---|---|---|---|---|---|---|",
             *rows,
+            "",
+            "Where each row comes from (commands with `--out results/scale_probe`):",
+            "",
+            *commands,
             "",
         ]
     )

@@ -257,6 +257,22 @@ def test_fit_phases_show_restarts_and_each_depth(figures, searched, tmp_path):
     _assert_readable(fig)
 
 
+def test_fit_phases_of_a_warm_start_show_the_linear_fit_first(figures, searched, tmp_path):
+    import nica
+
+    _, data, small = searched
+    warm = nica.fit(data.x, data.u, depth=[2, 3], warm_start="linear", **small)
+    plots.plot_fit_phases(warm, tmp_path / "t.png")
+    (fig,) = figures
+    restarts, main = fig.axes
+    assert restarts.get_title() == "1. restarts: 2 initialisations (depth 1)"
+    legend = [t.get_text() for t in main.get_legend().get_texts()]
+    chosen = warm.depth_search["chosen"]
+    depths = [f"depth {d}" + (" (kept)" if d == chosen else "") for d in (2, 3)]
+    assert legend == ["depth 1 (warm start)", *depths, "validation", "train"]
+    assert len(main.get_lines()) == 6  # the linear fit's and each depth's val + train
+
+
 def test_fit_phases_without_restarts_or_search_is_one_panel(figures, searched, tmp_path):
     import dataclasses
 

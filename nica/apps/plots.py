@@ -307,23 +307,24 @@ def plot_fit_phases(fitted: FittedModel, path: str | os.PathLike, *, title: str 
     Raises:
       ValueError: ``fitted`` keeps no training record (a model from :func:`nica.load`).
     """
-    restarts, kept_restart, mains, kept = _fit_phases(fitted)
+    restarts, kept_restart, mains, kept, restart_depth = _fit_phases(fitted)
     fig, axes = plt.subplots(
         1, 2 if restarts else 1, figsize=(9.0 if restarts else 5.8, 4.0), sharey=True,
         squeeze=False, layout="constrained", width_ratios=[1, 2] if restarts else None,
     )  # fmt: skip
     if restarts:
-        depth = mains[kept][0]
-        _draw_restarts(axes[0, 0], restarts, kept_restart, colour=f"C{kept}", depth=depth)
+        colour = "C0" if restart_depth != mains[kept][0] else f"C{kept}"
+        _draw_restarts(axes[0, 0], restarts, kept_restart, colour=colour, depth=restart_depth)
     _draw_main_fits(axes[0, -1], mains, kept, numbered=bool(restarts))
     axes[0, 0].set_ylabel(NLL_AXIS)
     fig.suptitle(f"Training curves: {title}" if title else "Training curves", fontsize=11)
     return _save(fig, path)
 
 
-def _fit_phases(fitted: FittedModel) -> tuple[list[dict], int | None, list[tuple[int, dict]], int]:
-    """``(restart histories, kept restart or None, [(depth, main-fit history)], kept index)``
-    of a fit (``[]`` restarts without a restart phase; one depth without a search)."""
+def _fit_phases(fitted: FittedModel) -> tuple[list[dict], int | None, list[tuple], int, int]:
+    """``(restart histories, kept restart or None, [(depth label, main-fit history)], kept
+    index, the restarts' depth)`` of a fit (``[]`` restarts without a restart phase; one depth
+    without a search; a warm start's fit first, the restarts then being its own)."""
     if fitted.result is None:
         raise ValueError(
             "plot_fit_phases: this model keeps no training record (nica.load restores the model"
@@ -335,8 +336,13 @@ def _fit_phases(fitted: FittedModel) -> tuple[list[dict], int | None, list[tuple
     search = fitted.depth_search
     if search is not None and histories.get("depths"):
         mains = list(zip(search["depths"], histories["depths"], strict=True))
-        return restarts, kept_restart, mains, list(search["depths"]).index(search["chosen"])
-    return restarts, kept_restart, [(fitted.config.model.depth, fitted.result.history)], 0
+        kept = list(search["depths"]).index(search["chosen"])
+    else:
+        mains, kept = [(fitted.config.model.depth, fitted.result.history)], 0
+    warm = histories.get("warm_start")
+    if warm is None:
+        return restarts, kept_restart, mains, kept, mains[kept][0]
+    return restarts, kept_restart, [("1 (warm start)", warm), *mains], kept + 1, 1
 
 
 def _curve(ax, history: dict, *, colour, width: float, alpha: float = 1.0) -> None:
@@ -373,7 +379,7 @@ def _epoch_axis(ax) -> None:
     ax.grid(alpha=0.3)
 
 
-def _draw_main_fits(ax, mains: list[tuple[int, dict]], kept: int, *, numbered: bool) -> None:
+def _draw_main_fits(ax, mains: list[tuple], kept: int, *, numbered: bool) -> None:
     """The main fit of each candidate depth, the ``kept`` one bold; the line styles' legend."""
     handles = []
     for k, (depth, history) in enumerate(mains):

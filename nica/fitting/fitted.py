@@ -63,7 +63,9 @@ class FittedModel:
         :attr:`FitResult.history` dict: ``"restarts"`` (with restarts) the ``K`` restarts' short
         fits, in ``restarts["val_nll"]`` order; ``"depths"`` (with several candidate depths)
         each depth's main fit, in ``depth_search["depths"]`` order (the kept one is
-        ``result.history``). ``None`` without either, and after :func:`load` (not saved).
+        ``result.history``); ``"warm_start"`` (with a warm start) the linear fit every depth
+        started from, whose restarts are then ``"restarts"`` and ``restarts``. ``None`` without
+        any, and after :func:`load` (not saved).
     """
 
     model: ICAModel
