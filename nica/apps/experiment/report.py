@@ -9,7 +9,7 @@ import numpy as np
 
 from nica.apps.experiment.design import ExperimentConfig
 from nica.core.metrics import mean_correlation_coefficient
-from nica.fitting.config import AUTO_DEPTH_RULE
+from nica.fitting.config import AUTO_DEPTH_RULE, AUTO_WARM_START_RULE
 from nica.util.files import load_npz, write_json, write_text
 from nica.util.provenance import describe, environment
 
@@ -108,10 +108,12 @@ def _report(config: ExperimentConfig, rows: list[dict], records: list[dict]) -> 
         "",
         *_per_seed(config, records),
         "Demixer depth: the depth each seed's fit kept, in seed order (with `depth` `auto`, the"
-        f" rule is {AUTO_DEPTH_RULE}).",
+        f" rule is {AUTO_DEPTH_RULE}; with `warm_start` `auto`, {AUTO_WARM_START_RULE}: the"
+        " deep fit starts from each seed's linear fit).",
         "",
-        f"Fit time is wall time per fit, including the restarts, on {machines or 'this machine'}."
-        " Seeds fitted together in one vmapped program share its time equally.",
+        "Fit time is wall time per fit, including the restarts and any warm start, on"
+        f" {machines or 'this machine'}. Seeds fitted together in one vmapped program share its"
+        " time equally.",
         "",
         "Figures: `mcc.png` (every seed, median marked), `scatter.png` (true vs recovered"
         " sources, one row per model), `training_curves.png`.",
