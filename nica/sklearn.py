@@ -2,10 +2,12 @@
 
 A transformer for pipelines, grid searches and ``clone``: its parameters are the flat settings
 of :class:`nica.FitConfig` (``FitConfig().flat()``: the same names and defaults as
-:func:`nica.fit` and ``nica fit``) plus ``progress``. ``fit(X, y)`` reads ``y`` as the auxiliary
-variable ``u`` (segment labels or covariates) of the conditional model (Eq. 4); without ``y``
-the unconditional model (Eq. 3) is fitted. Only users who have scikit-learn (``pip install
-'nica[baselines]'``) import this module; ``import nica`` does not.
+:func:`nica.fit` and ``nica fit``, but ``init`` for the flat ``warm_start``: scikit-learn
+reserves ``warm_start`` for a boolean that reuses the previous fit) plus ``progress``.
+``fit(X, y)`` reads ``y`` as the auxiliary variable ``u`` (segment labels or covariates) of
+the conditional model (Eq. 4); without ``y`` the unconditional model (Eq. 3) is fitted. Only
+users who have scikit-learn (``pip install 'nica[baselines]'``) import this module;
+``import nica`` does not.
 """
 
 from __future__ import annotations
@@ -32,14 +34,19 @@ except ImportError:  # scikit-learn < 1.6: the estimator's own method
 import nica
 from nica.fitting.config import FLAT_NAMES
 
-__all__ = ["NonlinearICA"]
+#: Flat settings whose estimator parameter has another name (scikit-learn's checks set a
+#: ``warm_start`` parameter to ``False``, its meaning there: do not reuse the previous fit).
+PARAMETER_OF = {"warm_start": "init"}
+
+__all__ = ["PARAMETER_OF", "NonlinearICA"]
 
 
 class NonlinearICA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Exact maximum-likelihood nonlinear ICA (:func:`nica.fit`) as a scikit-learn transformer.
 
     Every parameter but ``progress`` is a flat setting of :class:`nica.FitConfig`, with its
-    default (docs/configuration.md); ``__init__`` only stores them: a bad value is nica's
+    default (docs/configuration.md; ``init`` is the flat ``warm_start``,
+    :data:`PARAMETER_OF`); ``__init__`` only stores them: a bad value is nica's
     one-line ``ValueError`` at :meth:`fit`. ``seed`` plays ``random_state``'s part: the same
     seed and data give the same fit.
 
@@ -87,6 +94,7 @@ class NonlinearICA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         standardise=True,
         restarts=8,
         restart_epochs=None,
+        init="auto",
         progress=None,
     ):
         self.seed = seed
@@ -112,6 +120,7 @@ class NonlinearICA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self.standardise = standardise
         self.restarts = restarts
         self.restart_epochs = restart_epochs
+        self.init = init
         self.progress = progress
 
     def fit(self, X, y=None, *, u=None):
@@ -128,7 +137,9 @@ class NonlinearICA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             both ``y`` and ``u``. nica.TrainingDivergedError: the fit diverged.
         """
         u = _one_aux(y, u)
-        config = nica.FitConfig.from_flat({name: getattr(self, name) for name in FLAT_NAMES})
+        config = nica.FitConfig.from_flat(
+            {name: getattr(self, PARAMETER_OF.get(name, name)) for name in FLAT_NAMES}
+        )
         X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2, ensure_min_features=2)
         self.model_ = nica.fit(X, u, config=config, progress=self.progress)
         self.n_components_ = self.model_.dim

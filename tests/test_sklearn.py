@@ -18,7 +18,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils import estimator_checks  # noqa: E402
 
 import nica  # noqa: E402
-from nica.sklearn import NonlinearICA  # noqa: E402
+from nica.sklearn import PARAMETER_OF, NonlinearICA  # noqa: E402
 from synthetic import make_preset  # noqa: E402
 
 #: A tiny fit: one initialisation, a search between depths 1 and 2 (so ``depth_`` is chosen).
@@ -88,11 +88,22 @@ def test_parameters_are_the_flat_settings_with_their_defaults():
     settings = {
         name: p.default for name, p in parameters.items() if name not in ("self", "progress")
     }
-    assert settings == nica.FitConfig().flat()
-    assert list(settings) == list(nica.FitConfig().flat())  # the same order
+    flat = {PARAMETER_OF.get(k, k): v for k, v in nica.FitConfig().flat().items()}
+    assert PARAMETER_OF == {"warm_start": "init"} and "warm_start" not in settings
+    assert settings == flat
+    assert list(settings) == list(flat)  # the same order
     assert parameters["progress"].default is None
     assert all(p.kind is p.KEYWORD_ONLY for name, p in parameters.items() if name != "self")
-    assert NonlinearICA().get_params() == {**nica.FitConfig().flat(), "progress": None}
+    assert NonlinearICA().get_params() == {**flat, "progress": None}
+
+
+def test_init_is_the_warm_start_setting(data):
+    """``init`` reaches the fit as its ``warm_start``; a bad one is nica's one-line error."""
+    settings = {**SMALL, "depth": 2}
+    fitted = NonlinearICA(**settings, init="linear").fit(data.x, data.u).model_
+    assert fitted.config.restarts.warm_start == "linear" and "warm_start" in fitted.histories
+    with pytest.raises(ValueError, match="unknown warm_start 'cubic'"):
+        NonlinearICA(**settings, init="cubic").fit(data.x, data.u)
 
 
 def test_clone_and_get_set_params_round_trip():
