@@ -26,12 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from nica.apps.experiment.configs import EXPERIMENTS
+from nica.apps.experiment.fitting import TEST_SEED
 from nica.core.metrics import mean_correlation_coefficient
 from nica.fitting.config import FitConfig
 from nica.fitting.estimator import fit_seeds
 from nica.util.files import write_json, write_text
-
-_TEST_SEED = 10_000  # the held-out samples' seed offset of nica run's cells
 
 
 def _value(text: str):
@@ -79,7 +78,7 @@ def run_variant(
     wall = time.perf_counter() - start
     records = []
     for seed, dataset, fitted in zip(seeds, datasets, fits, strict=True):
-        gap = nll_gap(fitted, dataset, seed=_TEST_SEED + seed, conditional=conditional)
+        gap = nll_gap(fitted, dataset, seed=TEST_SEED + seed, conditional=conditional)
         history = fitted.result.history
         records.append(
             {

@@ -31,7 +31,7 @@ from nica.fitting.fitted import FittedModel
 from nica.fitting.runs import train_runs
 from nica.fitting.steps import split_runs_data
 from nica.fitting.stopping import FitResult, ProgressEvent, TrainingDivergedError
-from nica.fitting.warm import WARM_STARTS, embed_params, stack_params
+from nica.fitting.warm import embed_params, stack_params, start_depth
 from nica.util.progress import display
 
 __all__ = ["MIN_VALIDATION_ROWS", "check_inputs", "checks_said", "fit", "fit_seeds"]
@@ -284,11 +284,11 @@ def _fit_seeds(xs, us, seeds, config, progress, note, shard, where, where_u, ove
     )
     resolved = config.resolve(dim)
     depths, start = resolved.depths, None
-    start_depth = WARM_STARTS[resolved.warm_start]
-    if start_depth is not None and any(d > start_depth for d in depths):
+    first = start_depth(resolved.warm_start, depths)
+    if first is not None:
         # One warm start shared by every candidate depth, on the same split and keys.
         start = _fit_depth(
-            config.replace(depth=start_depth, warm_start="none"),
+            config.replace(depth=first, warm_start="none"),
             seeds,
             prepared,
             keys,
@@ -346,8 +346,8 @@ def _fit_depth(
     (``nica.fitting.warm.embed_params``), and the start's restarts and history are recorded."""
     (n_samples, dim), aux = prepared[0].z.shape, prepared[0].aux
     init_keys = jnp.stack([k[2] for k in keys])
-    start_depth = None if start is None else start[0].config.model.depth
-    warm = start is not None and config.model.depth > start_depth
+    shallow = None if start is None else start[0].config.model.depth
+    warm = start is not None and config.model.depth > shallow
     if warm:
         init_keys = init_keys[:, :1]
     graphdef, params, rest = _initial_params(config, dim, aux, init_keys)
@@ -357,7 +357,7 @@ def _fit_depth(
     offsets = np.array([np.log(p.standardisation.scale).sum() for p in prepared])
     histories = [{} for _ in seeds]
     if warm:
-        params = embed_params(stack_params(f.model for f in start), start_depth, params)
+        params = embed_params(stack_params(f.model for f in start), shallow, params)
         summaries = [f.restarts for f in start]
         histories = [{**(f.histories or {}), "warm_start": f.result.history} for f in start]
     elif config.restarts.count > 1:

@@ -17,10 +17,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-__all__ = ["WARM_STARTS", "embed_params", "stack_params"]
+__all__ = ["WARM_STARTS", "embed_params", "stack_params", "start_depth"]
 
 #: Warm starts by name: the depth of the model each one fits first (``None``: no warm start).
 WARM_STARTS: dict[str, int | None] = {"none": None, "linear": 1}
+
+
+def start_depth(warm_start: str, depths) -> int | None:
+    """The depth a fit with warm start ``warm_start`` (a name of :data:`WARM_STARTS`) fits
+    first, or ``None`` when no candidate of ``depths`` is deeper (nothing to start)."""
+    first = WARM_STARTS[warm_start]
+    return first if first is not None and max(depths) > first else None
 
 
 def stack_params(models) -> nnx.State:

@@ -15,6 +15,7 @@ from nica.apps.cli.outputs import prepare_fit_out, write_outputs
 from nica.fitting.auxiliary import read_aux
 from nica.fitting.data import load_observations, standardise
 from nica.fitting.estimator import check_inputs, checks_said
+from nica.fitting.warm import start_depth
 from nica.methods import METHODS, Method, get_method
 from nica.util.progress import fit_progress, progress_enabled
 
@@ -54,7 +55,7 @@ def _plan(config, dim: int) -> str:
             f"best of {config.restarts.count} initialisations after {resolved.restart_epochs}"
             f" epochs each, then {plan}"
         )
-    if resolved.warm_start != "none" and max(resolved.depths) > 1:
+    if start_depth(resolved.warm_start, resolved.depths) is not None:
         plan = (
             f"a {resolved.warm_start} fit first ({plan}), then {config.loop.epochs} epochs from it"
         )

@@ -16,9 +16,10 @@ from nica.methods import Method, MethodFit, get_method
 from nica.util.files import save_npz
 from nica.util.provenance import environment
 
-__all__ = ["fit_cells"]
+__all__ = ["TEST_SEED", "fit_cells"]
 
-_TEST_SEED = 10_000  # fresh held-out samples of the true model use seed _TEST_SEED + data seed
+#: Fresh held-out samples of the true model use seed ``TEST_SEED + data seed``.
+TEST_SEED = 10_000
 
 
 def _truth_gap(method: Method, fit: MethodFit, dataset, seed: int) -> dict:
@@ -31,7 +32,7 @@ def _truth_gap(method: Method, fit: MethodFit, dataset, seed: int) -> dict:
 
     if not method.uses_u and not has_true_marginal(dataset):
         return {}
-    return nll_gap(fit.model, dataset, seed=_TEST_SEED + seed, conditional=method.uses_u)
+    return nll_gap(fit.model, dataset, seed=TEST_SEED + seed, conditional=method.uses_u)
 
 
 def fit_cells(
