@@ -94,6 +94,25 @@ def test_a_warm_started_fit_starts_every_depth_from_the_linear_fit():
     assert "warm_start" not in cold.histories
 
 
+def test_a_progressive_warm_start_grows_each_depth_from_the_one_below():
+    data = make_preset("tiny", 0)
+    settings = dict(epochs=3, restarts=2, restart_epochs=1, eval_every=1, batch_size=50)
+    grown = nica.fit(
+        data.x, data.u, depth=[2, 3], warm_start="progressive", progress=None, **settings
+    )
+    linear = nica.fit(data.x, data.u, depth=[2], warm_start="linear", progress=None, **settings)
+    assert grown.restarts == linear.restarts
+    assert grown.histories["warm_start"]["val_nll"] == linear.histories["warm_start"]["val_nll"]
+    # Depth 2 is the linear warm start's depth-2 fit; depth 3 starts from depth 2's best.
+    depth2, depth3 = grown.histories["depths"]
+    assert depth2["val_nll"] == linear.result.history["val_nll"]
+    assert depth3["val_nll"][0] == pytest.approx(min(depth2["val_nll"]), rel=1e-5)
+    # A single depth 3 grows through depth 2, recorded in "grown".
+    deep = nica.fit(data.x, data.u, depth=3, warm_start="progressive", progress=None, **settings)
+    assert [h["val_nll"] for h in deep.histories["grown"]] == [depth2["val_nll"]]
+    assert deep.result.history["val_nll"] == depth3["val_nll"]
+
+
 def test_a_warm_start_at_depth_one_is_no_warm_start():
     data = make_preset("tiny", 0)
     settings = dict(epochs=2, restarts=2, restart_epochs=1, eval_every=1, progress=None)

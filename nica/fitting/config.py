@@ -285,8 +285,10 @@ class RestartConfig:
         ``nica.fitting.warm.WARM_STARTS``: ``"linear"`` fits each seed's linear model first
         (depth 1, with the ``count`` initialisations) and starts every deeper demixer from it
         (``nica.fitting.warm.embed_params``: first layer and prior from the linear model, the
-        other layers at the identity), one initialisation each; ``"none"`` starts every depth
-        from its own ``count`` random initialisations.
+        other layers at the identity), one initialisation each; ``"progressive"`` fits the
+        linear model first too, then every depth from 2 up to the deepest candidate, each
+        started from the one below it (each a full fit: costlier); ``"none"`` starts every
+        depth from its own ``count`` random initialisations.
     """
 
     count: int = 8

@@ -31,7 +31,7 @@ from nica.fitting.fitted import FittedModel
 from nica.fitting.runs import train_runs
 from nica.fitting.steps import split_runs_data
 from nica.fitting.stopping import FitResult, ProgressEvent, TrainingDivergedError
-from nica.fitting.warm import embed_params, stack_params, start_depth
+from nica.fitting.warm import PROGRESSIVE, embed_params, stack_params, start_depth
 from nica.util.progress import display
 
 __all__ = ["MIN_VALIDATION_ROWS", "check_inputs", "checks_said", "fit", "fit_seeds"]
@@ -296,10 +296,20 @@ def _fit_seeds(xs, us, seeds, config, progress, note, shard, where, where_u, ove
             progress,
             shard,
         )
-    fits = [  # every depth on the same split and keys; each saved with its depth resolved
-        _fit_depth(config.replace(depth=d), seeds, prepared, keys, data, progress, shard, start)
-        for d in depths
-    ]
+    if first is not None and resolved.warm_start in PROGRESSIVE:
+        # Each depth from the one below it, up to the deepest candidate.
+        grown = {first: start}
+        for d in range(first + 1, max(depths) + 1):
+            start = _fit_depth(
+                config.replace(depth=d), seeds, prepared, keys, data, progress, shard, start
+            )
+            grown[d] = start
+        fits = [grown[d] for d in depths]
+    else:
+        fits = [  # every depth on the same split and keys; each saved with its depth resolved
+            _fit_depth(config.replace(depth=d), seeds, prepared, keys, data, progress, shard, start)
+            for d in depths
+        ]
     if len(fits) == 1:
         return fits[0]
     return [
@@ -359,7 +369,7 @@ def _fit_depth(
     if warm:
         params = embed_params(stack_params(f.model for f in start), shallow, params)
         summaries = [f.restarts for f in start]
-        histories = [{**(f.histories or {}), "warm_start": f.result.history} for f in start]
+        histories = [_started_from(f) for f in start]
     elif config.restarts.count > 1:
         params, summaries, restart_histories = _choose_restarts(
             config,
@@ -397,6 +407,18 @@ def _fit_depth(
         )
         for i, seed in enumerate(seeds)
     ]
+
+
+def _started_from(start: FittedModel) -> dict:
+    """The phase histories of a fit warm-started from ``start``: ``start``'s own, with
+    ``start``'s main fit as ``"warm_start"`` when ``start`` was the first stage, else appended
+    to ``"grown"`` (the intermediate depths of a progressive warm start, shallow first)."""
+    phases = dict(start.histories or {})
+    if "warm_start" in phases:
+        phases["grown"] = [*phases.get("grown", []), start.result.history]
+    else:
+        phases["warm_start"] = start.result.history
+    return phases
 
 
 def _phase_histories(start: dict, restarts: list | None) -> dict | None:

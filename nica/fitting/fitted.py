@@ -64,7 +64,9 @@ class FittedModel:
         fits, in ``restarts["val_nll"]`` order; ``"depths"`` (with several candidate depths)
         each depth's main fit, in ``depth_search["depths"]`` order (the kept one is
         ``result.history``); ``"warm_start"`` (with a warm start) the linear fit every depth
-        started from, whose restarts are then ``"restarts"`` and ``restarts``. ``None`` without
+        started from, whose restarts are then ``"restarts"`` and ``restarts``; ``"grown"``
+        (with the progressive warm start) the main fits of the depths between the linear fit
+        and this one's, shallow first, each started from the one before. ``None`` without
         any, and after :func:`load` (not saved).
     """
 

@@ -6,7 +6,9 @@ A fit with a warm start (``FitConfig.restarts.warm_start``, resolved by
 (:func:`embed_params`): the first layer and the prior are the linear model's, every further layer
 starts at the identity (kernel ``I``, bias ``0``), and each learnable activation at its own
 initialisation, which is the identity. The deep model then computes exactly the linear model's
-sources and likelihood at its first step, and training moves it from there.
+sources and likelihood at its first step, and training moves it from there. The progressive
+warm start (``"progressive"``) grows the demixer one layer at a time: each depth from 2 up to the
+deepest candidate starts from the fit one layer shallower.
 
 This module imports JAX and Flax only.
 """
@@ -17,10 +19,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-__all__ = ["WARM_STARTS", "embed_params", "stack_params", "start_depth"]
+__all__ = ["PROGRESSIVE", "WARM_STARTS", "embed_params", "stack_params", "start_depth"]
 
 #: Warm starts by name: the depth of the model each one fits first (``None``: no warm start).
-WARM_STARTS: dict[str, int | None] = {"none": None, "linear": 1}
+WARM_STARTS: dict[str, int | None] = {"none": None, "linear": 1, "progressive": 1}
+#: Warm starts that grow the demixer one layer at a time from their first depth: each depth
+#: up to the deepest candidate is fitted from the one below it.
+PROGRESSIVE = frozenset({"progressive"})
 
 
 def start_depth(warm_start: str, depths) -> int | None:
