@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -101,6 +102,20 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> s
             raise ValueError(f"table row has {len(row)} cells, header {len(header)}")
         lines.append("| " + " | ".join(str(cell) for cell in row) + " |")
     return "\n".join(lines)
+
+
+def assignment_value(text: str):
+    """A ``NAME=VALUE`` option's value: JSON when it parses (numbers, null, true), else the
+    string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def assignments(items) -> dict:
+    """``["NAME=VALUE", ...]`` (``--set`` options) as a dict of :func:`assignment_value` s."""
+    return {k: assignment_value(v) for k, _, v in (item.partition("=") for item in items)}
 
 
 def markdown_document(title: str, *blocks: str) -> str:

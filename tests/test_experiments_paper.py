@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import nica
@@ -194,9 +195,9 @@ def test_density2d_smoke(tmp_path):
 def test_optimizer_probe_smoke(tmp_path):
     records = _main("optimizer_probe")(["--smoke", "--out", str(tmp_path)])
     combos = {(r["gradient"], r["optimizer"]) for r in records}
-    assert combos == {(g, o) for g in COMPARED for o in ("adam", "sgd_momentum")}
+    assert combos == {(COMPARED[0], o) for o in ("adam", "sgd_momentum")}
     assert all(0 < r["mcc_pearson"] <= 1 and math.isfinite(r["best_val_nll"]) for r in records)
-    assert len(_table_rows(tmp_path / "report.md")) == 2 * len(COMPARED)
+    assert len(_table_rows(tmp_path / "report.md")) == 2
     assert _files(tmp_path) == REPORT
 
 
@@ -270,3 +271,77 @@ def test_scale_probe_smoke_writes_a_variant_once_and_reports(tmp_path):
         " --data samples_per_segment=50"
     )
     assert f"`{command}`" in (tmp_path / "report.md").read_text()
+
+
+def test_component_truth_undoes_the_matching_per_fitted_column():
+    from experiments.stability_validation import component_truth
+
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=(500, 3))
+    s_hat = np.stack([-2 * s[:, 2], s[:, 0], s[:, 1] + 0.5 * rng.normal(size=500)], axis=1)
+    truth = component_truth(s, s_hat)
+    assert truth[:2] == pytest.approx([1.0, 1.0])
+    assert truth[2] == pytest.approx(abs(np.corrcoef(s[:, 1], s_hat[:, 2])[0, 1]))
+    assert truth[2] < 0.95
+
+
+def test_stability_validation_smoke_fits_each_data_set_once_and_ranks(tmp_path):
+    from scipy.stats import spearmanr
+
+    from experiments import stability_validation
+
+    stability_validation.main(["--smoke", "--out", str(tmp_path)])
+    cells = sorted((tmp_path / "cells").glob("*.json"))
+    assert [c.name for c in cells] == [f"preset_tiny_data{i}.json" for i in range(3)]
+    before = [c.stat().st_mtime_ns for c in cells]
+    stability_validation.main(["--smoke", "--out", str(tmp_path)])  # finished: not refitted
+    assert [c.stat().st_mtime_ns for c in cells] == before
+    records = [json.loads(c.read_text()) for c in cells]
+    for r in records:
+        assert len(r["reliability"]) == len(r["true_corr"]) == 2 and r["fit_seeds"] == [0, 1]
+        assert all(0 <= v <= 1 for v in r["reliability"] + r["true_corr"])
+        assert r["mcc"] == pytest.approx(np.mean(r["true_corr"]))
+        assert r["mcc"] in [pytest.approx(m) for m in r["fit_mccs"]]  # the reference is a fit
+    summary = json.loads((tmp_path / "results.json").read_text())["summary"]
+    rho = spearmanr([np.mean(r["reliability"]) for r in records], [r["mcc"] for r in records])
+    assert summary["data_sets"]["rho"] == pytest.approx(rho.statistic)
+    assert summary["components"]["n"] == 6
+    assert len(_table_rows(tmp_path / "report.md")) == 3
+    assert _files(tmp_path) == ["cells", "reliability.png", *REPORT]
+    with pytest.raises(SystemExit, match="unknown settings"):
+        stability_validation.main(
+            ["--config", "depth", "--settings", "L=9", "--out", str(tmp_path)]
+        )
+
+
+def test_depth_choice_compares_the_restart_phase_choice_with_the_full_fits(tmp_path):
+    from experiments import depth_choice
+
+    def rec(seed, restart, final, mcc, gap):
+        return {
+            "seed": seed,
+            "mcc": mcc,
+            "nll_gap": gap,
+            "restart_val_nll": restart,
+            "final_val_nll": final,
+            "diverged": None,
+            "wall_s": 1.0,
+        }
+
+    body = {
+        "config": "depth",
+        "setting": "L=4",
+        "overrides": {},
+        "depths": {  # seed 0: both choose 5; seed 1: the restarts choose 4, the full fits 5
+            "4": [rec(0, 1.0, 0.5, 0.90, 0.9), rec(1, 1.0, 0.5, 0.95, 0.3)],
+            "5": [rec(0, 0.9, 0.4, 0.99, 0.1), rec(1, 1.1, 0.4, 0.99, 0.1)],
+        },
+    }
+    rows = depth_choice._choices(body)
+    assert [(r["restart_choice"], r["final_choice"]) for r in rows] == [("5", "5"), ("4", "5")]
+    assert [r["mcc_restart"] for r in rows] == [0.99, 0.95]
+    depth_choice.write_json(tmp_path / "depth_L4.json", body)
+    text = depth_choice.write_report(tmp_path).read_text()
+    assert "Same choice on 1 of 2 data sets." in text
+    (row,) = _table_rows(tmp_path / "report.md")
+    assert row[:3] == ["depth L=4", "1/2", "0.9900"] and row[3] == f"{np.median([0.99, 0.95]):.4f}"

@@ -16,7 +16,7 @@ from nica.methods import Method, MethodFit, get_method
 from nica.util.files import save_npz
 from nica.util.provenance import environment
 
-__all__ = ["TEST_SEED", "fit_cells"]
+__all__ = ["TEST_SEED", "fit_cells", "setting_dataset"]
 
 #: Fresh held-out samples of the true model use seed ``TEST_SEED + data seed``.
 TEST_SEED = 10_000
@@ -33,6 +33,13 @@ def _truth_gap(method: Method, fit: MethodFit, dataset, seed: int) -> dict:
     if not method.uses_u and not has_true_marginal(dataset):
         return {}
     return nll_gap(fit.model, dataset, seed=TEST_SEED + seed, conditional=method.uses_u)
+
+
+def setting_dataset(setting: Setting, seed: int):
+    """The ``synthetic.Dataset`` of ``setting`` (its preset with its overrides) at data ``seed``."""
+    from synthetic import make_preset
+
+    return make_preset(setting.preset, seed, **dict(setting.overrides))
 
 
 def fit_cells(
@@ -52,10 +59,8 @@ def fit_cells(
     wall time over the group's size. ``s`` is what the method's MCC is measured against (its
     ``target`` of the true sources: ``|s|`` for TCL).
     """
-    from synthetic import make_preset
-
     method = get_method(model)
-    datasets = [make_preset(setting.preset, seed, **dict(setting.overrides)) for seed in seeds]
+    datasets = [setting_dataset(setting, seed) for seed in seeds]
     together = vmap and method.batched
     groups = [list(range(len(seeds)))] if together else [[i] for i in range(len(seeds))]
     records = []
