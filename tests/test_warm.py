@@ -120,3 +120,13 @@ def test_a_warm_start_at_depth_one_is_no_warm_start():
     cold = nica.fit(data.x, data.u, depth=1, warm_start="none", **settings)
     assert warm.result.history["val_nll"] == cold.result.history["val_nll"]
     assert "warm_start" not in warm.histories
+
+
+def test_nica_fits_plan_names_the_warm_start():
+    from nica.apps.cli.fit import _plan
+
+    config = nica.FitConfig.from_flat({"warm_start": "progressive", "depth": [4, 5]})
+    plan = _plan(config, 5)
+    assert "a depth-1 fit first" in plan and "each depth up to 5 grown from the one below" in plan
+    assert "a linear fit first" in _plan(config.replace(warm_start="linear"), 5)
+    assert "fit first" not in _plan(config.replace(warm_start="none"), 5)

@@ -15,7 +15,7 @@ from nica.apps.cli.outputs import prepare_fit_out, write_outputs
 from nica.fitting.auxiliary import read_aux
 from nica.fitting.data import load_observations, standardise
 from nica.fitting.estimator import check_inputs, checks_said
-from nica.fitting.warm import start_depth
+from nica.fitting.warm import PROGRESSIVE, start_depth
 from nica.methods import METHODS, Method, get_method
 from nica.util.progress import fit_progress, progress_enabled
 
@@ -55,7 +55,13 @@ def _plan(config, dim: int) -> str:
             f"best of {config.restarts.count} initialisations after {resolved.restart_epochs}"
             f" epochs each, then {plan}"
         )
-    if start_depth(resolved.warm_start, resolved.depths) is not None:
+    first = start_depth(resolved.warm_start, resolved.depths)
+    if first is not None and resolved.warm_start in PROGRESSIVE:
+        plan = (
+            f"a depth-{first} fit first ({plan}), then each depth up to"
+            f" {max(resolved.depths)} grown from the one below ({config.loop.epochs} epochs each)"
+        )
+    elif first is not None:
         plan = (
             f"a {resolved.warm_start} fit first ({plan}), then {config.loop.epochs} epochs from it"
         )
