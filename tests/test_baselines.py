@@ -290,6 +290,10 @@ def test_nica_fit_method_fastica(tmp_path, tiny_data, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--epochs sets the nica model" in err[0]
     assert "nica.methods.FastICAConfig" in err[0]
+    for option, value in (("--restart-epochs", "5"), ("--warm-start", "linear")):
+        assert main([*argv, "--force", option, value]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert f"{option} sets the nica model" in line
     no_u = tmp_path / "no_u.npz"
     np.savez(no_u, x=tiny_data[0].x)
     assert main(["fit", "--data", str(no_u), "--out", str(out), "--method", "conditional"]) == 2

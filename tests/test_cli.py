@@ -191,6 +191,8 @@ BAD_FLAGS = {
     "zero-depth-in-search": (["--depth", "4,0"], "depths to search must be integers >= 1"),
     "non-numeric-depth": (["--depth", "4,five"], "invalid depth value: '4,five'"),
     "zero-restarts": (["--restarts", "0"], "restarts must be >= 1"),
+    "zero-restart-epochs": (["--restart-epochs", "0"], "restart_epochs must be >= 1"),
+    "unknown-warm-start": (["--warm-start", "deep"], "invalid choice: 'deep'"),
     "zero-batch-size": (["--batch-size", "0"], "batch_size must be >= 1"),
     "negative-learning-rate": (["--learning-rate", "-1"], "learning_rate"),
     "unknown-flag": (["--frobnicate"], "unrecognized arguments: --frobnicate"),

@@ -25,7 +25,17 @@ __all__ = ["NICA", "run_fit"]
 NICA = "nica"
 #: ``nica fit`` options of nica's models only, refused by the other methods (which run with
 #: their own defaults and ``--seed``).
-NICA_ONLY = ("epochs", "depth", "prior", "gradient", "restarts", "batch_size", "learning_rate")
+NICA_ONLY = (
+    "epochs",
+    "depth",
+    "prior",
+    "gradient",
+    "restarts",
+    "restart_epochs",
+    "warm_start",
+    "batch_size",
+    "learning_rate",
+)
 
 
 def _nica_model(has_u: bool, unconditional: bool) -> Method:

@@ -57,6 +57,13 @@ _CONFIG_OPTIONS = (
         "initialisations trained together for a twelfth of --epochs; the one with the best "
         "validation NLL is kept; 1 = none",
     ),
+    (
+        "--restart-epochs",
+        "E",
+        int,
+        "epochs of each initialisation's short fit (default: a twelfth of --epochs); on deep "
+        "mixings as many as --epochs picks better optima, at a few times the cost",
+    ),
     ("--batch-size", "B", int, "minibatch size"),
     (
         "--learning-rate",
@@ -115,9 +122,10 @@ def _add_fit_settings(cmd, *, seed: bool = True) -> None:
         metavar="NAME",
         choices=["auto", *WARM_STARTS],
         default=defaults["warm_start"],
-        help="how a deep demixer starts, one of auto, none, linear: linear fits the linear model"
-        " first (with the restarts) and starts every depth from it, the further layers at the"
-        f" identity; auto = {AUTO_WARM_START_RULE}",
+        help=f"how a deep demixer starts, one of auto, {', '.join(WARM_STARTS)}: linear fits the"
+        " linear model first (with the restarts) and starts every depth from it, the further"
+        " layers at the identity; progressive then grows each depth from the one below; auto ="
+        f" {AUTO_WARM_START_RULE}",
     )
 
 
