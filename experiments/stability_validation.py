@@ -54,6 +54,9 @@ from nica.methods import get_method
 
 #: The method whose settings the fits take (``nica run``'s conditional model, Eq. 4).
 MODEL = "conditional"
+#: Recovered: reference MCC at least this (as ``nica run``'s reports count); flagged: mean
+#: reliability below it.
+FLAG_BELOW = 0.95
 
 
 def settings_of(config_name: str | None, preset: str | None, labels) -> list[Setting]:
@@ -134,8 +137,17 @@ def _spearman(a, b) -> dict:
 
 def summarise(records: list[dict]) -> dict:
     """The rank correlations: per data set (mean reliability vs reference MCC) and per
-    component (reliability vs true ``|corr|``)."""
+    component (reliability vs true ``|corr|``); and how many data sets, recovered or not
+    (reference MCC at least :data:`FLAG_BELOW`), a mean reliability below it flags."""
+    recovered = [bool(r["mcc"] >= FLAG_BELOW) for r in records]
+    flagged = [bool(np.mean(r["reliability"]) < FLAG_BELOW) for r in records]
     return {
+        "flags": {
+            "recovered": sum(recovered),
+            "failed": len(records) - sum(recovered),
+            "flagged_recovered": sum(f and ok for f, ok in zip(flagged, recovered, strict=True)),
+            "flagged_failed": sum(f and not ok for f, ok in zip(flagged, recovered, strict=True)),
+        },
         "data_sets": _spearman(
             [np.mean(r["reliability"]) for r in records], [r["mcc"] for r in records]
         ),
@@ -215,22 +227,31 @@ def report(out: Path) -> str:
     data_sets, components = summary["data_sets"], summary["components"]
     seeds = sorted({tuple(r["fit_seeds"]) for r in records})
     overrides = sorted({json.dumps(r["overrides"], sort_keys=True) for r in records})
+    settings = "the defaults" if overrides == ["{}"] else ", ".join(overrides)
+    configs = sorted({r["config"] for r in records} - {"preset"})
+    flags = summary["flags"]
     text = markdown_document(
         "Reliability without ground truth against the true recovery",
         "Each data set is fitted by `nica.stability` with the fit seeds"
-        f" {', '.join(map(str, seeds))} (settings over nica run's conditional model:"
-        f" {', '.join(overrides)}). Reference MCC: the Pearson MCC of the fit with the lowest"
-        " validation NLL; reliability: per reference component, the median over the other fits"
-        " of the matched |corr| (no ground truth used); each fit's MCC uses the truth, for"
-        " comparison only.",
+        f" {', '.join(map(str, seeds))} ({settings} of nica run's conditional model). Reference"
+        " MCC: the Pearson MCC of the fit with the lowest validation NLL; reliability: per"
+        " reference component, the median over the other fits of the matched |corr| (no"
+        " ground truth used); each fit's MCC uses the truth, for comparison only.",
         f"Spearman rank correlation, per data set (mean reliability vs reference MCC):"
         f" rho = {data_sets['rho']:.3f} (p = {data_sets['p']:.2g}, n = {data_sets['n']});"
         f" per component (reliability vs true |corr|): rho = {components['rho']:.3f}"
         f" (p = {components['p']:.2g}, n = {components['n']}).",
+        f"At {FLAG_BELOW} (recovered: reference MCC >= {FLAG_BELOW}, as nica run's reports"
+        f" count; flagged: mean reliability < {FLAG_BELOW}): {flags['flagged_failed']} of"
+        f" {flags['failed']} data sets not recovered were flagged, and"
+        f" {flags['flagged_recovered']} of {flags['recovered']} recovered ones.",
         table,
         "Figure: `reliability.png` (left: per data set; right: per component).",
-        "Command: `python -m experiments.stability_validation --config CONFIG --out"
-        " results/stability_validation`, then `--report`.",
+        "Commands: "
+        + ", ".join(
+            f"`python -m experiments.stability_validation --config {c} --out OUT`" for c in configs
+        )
+        + " (OUT: `results/stability_validation`), then `--report`.",
     )
     _figure(records, out / "reliability.png")
     write_report(out, {"summary": summary, "records": records}, text)

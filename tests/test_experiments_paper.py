@@ -306,6 +306,11 @@ def test_stability_validation_smoke_fits_each_data_set_once_and_ranks(tmp_path):
     rho = spearmanr([np.mean(r["reliability"]) for r in records], [r["mcc"] for r in records])
     assert summary["data_sets"]["rho"] == pytest.approx(rho.statistic)
     assert summary["components"]["n"] == 6
+    flags, below = summary["flags"], stability_validation.FLAG_BELOW
+    assert flags["failed"] == sum(r["mcc"] < below for r in records)
+    assert flags["flagged_failed"] + flags["flagged_recovered"] == sum(
+        np.mean(r["reliability"]) < below for r in records
+    )
     assert len(_table_rows(tmp_path / "report.md")) == 3
     assert _files(tmp_path) == ["cells", "reliability.png", *REPORT]
     with pytest.raises(SystemExit, match="unknown settings"):
