@@ -118,10 +118,11 @@ def _median(rows: list, key: str) -> float:
 
 def write_report(out) -> Path:
     """``out/report.md``: per setting, agreement of the two choices and their median MCC."""
-    lines = []
+    lines, measured = [], set()
     agree = total = 0
     for path in sorted(Path(out).glob("*.json")):
         body = read_json(path)
+        measured.add((body["config"], body["setting"]))
         rows = _choices(body)
         same = sum(r["restart_choice"] == r["final_choice"] for r in rows)
         agree, total = agree + same, total + len(rows)
@@ -148,6 +149,11 @@ def write_report(out) -> Path:
             "|---|---|---|---|---|---|---|",
             *lines,
             "",
+            *(
+                [f"Not measured here: {', '.join(f'{c} {label}' for c, label in missing)}.", ""]
+                if (missing := [s for s in DEFAULT_SETTINGS if s not in measured])
+                else []
+            ),
         ]
     )
     path = Path(out) / "report.md"
