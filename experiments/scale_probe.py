@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -49,7 +50,9 @@ def run_variant(
     its overrides) and writes ``out/<config>_<setting>__<name>.json``."""
     from synthetic.truth import nll_gap
 
-    path = Path(out) / f"{config_name}_{setting_label}__{name}.json".replace("=", "")
+    path = Path(out) / f"{config_name}_{setting_label}__{name}.json".replace("=", "").replace(
+        " ", "_"
+    )
     if path.exists():
         print(f"{path} exists: skipped")
         return
@@ -111,7 +114,7 @@ def _command(body: dict) -> str:
     seeds = " ".join(str(r["seed"]) for r in body["seeds"])
     parts = [
         "python -m experiments.scale_probe",
-        f"--config {body['config']} --setting {body['setting']} --seeds {seeds}",
+        f"--config {body['config']} --setting {shlex.quote(body['setting'])} --seeds {seeds}",
         f"--name {body['variant']}",
         *(f"--set {k}={_text(v)}" for k, v in body["overrides"].items()),
         *(f"--data {k}={_text(v)}" for k, v in (body.get("data") or {}).items()),
