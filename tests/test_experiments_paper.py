@@ -305,6 +305,9 @@ def test_stability_validation_smoke_fits_each_data_set_once_and_ranks(tmp_path):
     summary = json.loads((tmp_path / "results.json").read_text())["summary"]
     rho = spearmanr([np.mean(r["reliability"]) for r in records], [r["mcc"] for r in records])
     assert summary["data_sets"]["rho"] == pytest.approx(rho.statistic)
+    typical = [np.median(r["fit_mccs"]) for r in records]
+    rho = spearmanr([np.mean(r["reliability"]) for r in records], typical)
+    assert summary["typical_fit"]["rho"] == pytest.approx(rho.statistic, nan_ok=True)
     assert summary["components"]["n"] == 6
     flags, below = summary["flags"], stability_validation.FLAG_BELOW
     assert flags["failed"] == sum(r["mcc"] < below for r in records)
