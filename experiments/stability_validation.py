@@ -28,6 +28,7 @@ a few epochs).
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -234,6 +235,7 @@ def report(out: Path) -> str:
     overrides = sorted({json.dumps(r["overrides"], sort_keys=True) for r in records})
     settings = "the defaults" if overrides == ["{}"] else ", ".join(overrides)
     configs = sorted({r["config"] for r in records} - {"preset"})
+    labels = {c: sorted({r["setting"] for r in records if r["config"] == c}) for c in configs}
     flags = summary["flags"]
     text = markdown_document(
         "Reliability without ground truth against the true recovery",
@@ -256,7 +258,9 @@ def report(out: Path) -> str:
         "Figure: `reliability.png` (left: per data set; right: per component).",
         "Commands: "
         + ", ".join(
-            f"`python -m experiments.stability_validation --config {c} --out OUT`" for c in configs
+            f"`python -m experiments.stability_validation --config {c} --settings"
+            f" {' '.join(shlex.quote(label) for label in labels[c])} --out OUT`"
+            for c in configs
         )
         + " (OUT: `results/stability_validation`), then `--report`.",
     )
