@@ -25,6 +25,8 @@ from nica.util.provenance import describe, environment
 
 __all__ = [
     "COMPARED_GRADIENTS",
+    "assignment_value",
+    "assignments",
     "experiment_parser",
     "markdown_document",
     "markdown_table",
