@@ -130,3 +130,13 @@ def test_nica_fits_plan_names_the_warm_start():
     assert "a depth-1 fit first" in plan and "each depth up to 5 grown from the one below" in plan
     assert "a linear fit first" in _plan(config.replace(warm_start="linear"), 5)
     assert "fit first" not in _plan(config.replace(warm_start="none"), 5)
+
+
+def test_fit_order_lists_each_depth_once_with_its_start():
+    from nica.fitting.warm import fit_order
+
+    assert fit_order("none", (4, 5)) == [(4, None), (5, None)]
+    assert fit_order("linear", (4, 5)) == [(1, None), (4, 1), (5, 1)]
+    assert fit_order("linear", (1, 3)) == [(1, None), (3, 1)]  # depth 1 is the start itself
+    assert fit_order("linear", (1,)) == [(1, None)]  # nothing deeper: no warm start
+    assert fit_order("progressive", (3, 5)) == [(1, None), (2, 1), (3, 2), (4, 3), (5, 4)]

@@ -31,7 +31,7 @@ from nica.fitting.fitted import FittedModel
 from nica.fitting.runs import train_runs
 from nica.fitting.steps import split_runs_data
 from nica.fitting.stopping import FitResult, ProgressEvent, TrainingDivergedError
-from nica.fitting.warm import PROGRESSIVE, embed_params, stack_params, start_depth
+from nica.fitting.warm import embed_params, fit_order, stack_params
 from nica.util.progress import display
 
 __all__ = ["MIN_VALIDATION_ROWS", "check_inputs", "checks_said", "fit", "fit_seeds"]
@@ -283,33 +283,21 @@ def _fit_seeds(xs, us, seeds, config, progress, note, shard, where, where_u, ove
         jnp.float32,
     )
     resolved = config.resolve(dim)
-    depths, start = resolved.depths, None
-    first = start_depth(resolved.warm_start, depths)
-    if first is not None:
-        # One warm start shared by every candidate depth, on the same split and keys.
-        start = _fit_depth(
-            config.replace(depth=first, warm_start="none"),
+    depths, fitted = resolved.depths, {}
+    for depth, source in fit_order(resolved.warm_start, depths):
+        # Every depth on the same split and keys, started from its source's fits if any;
+        # each saved with its depth resolved.
+        fitted[depth] = _fit_depth(
+            config.replace(depth=depth),
             seeds,
             prepared,
             keys,
             data,
             progress,
             shard,
+            None if source is None else fitted[source],
         )
-    if first is not None and resolved.warm_start in PROGRESSIVE:
-        # Each depth from the one below it, up to the deepest candidate.
-        grown = {first: start}
-        for d in range(first + 1, max(depths) + 1):
-            start = _fit_depth(
-                config.replace(depth=d), seeds, prepared, keys, data, progress, shard, start
-            )
-            grown[d] = start
-        fits = [grown[d] for d in depths]
-    else:
-        fits = [  # every depth on the same split and keys; each saved with its depth resolved
-            _fit_depth(config.replace(depth=d), seeds, prepared, keys, data, progress, shard, start)
-            for d in depths
-        ]
+    fits = [fitted[d] for d in depths]
     if len(fits) == 1:
         return fits[0]
     return [

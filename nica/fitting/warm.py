@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-__all__ = ["PROGRESSIVE", "WARM_STARTS", "embed_params", "stack_params", "start_depth"]
+__all__ = ["PROGRESSIVE", "WARM_STARTS", "embed_params", "fit_order", "stack_params", "start_depth"]
 
 #: Warm starts by name: the depth of the model each one fits first (``None``: no warm start).
 WARM_STARTS: dict[str, int | None] = {"none": None, "linear": 1, "progressive": 1}
@@ -33,6 +33,19 @@ def start_depth(warm_start: str, depths) -> int | None:
     first, or ``None`` when no candidate of ``depths`` is deeper (nothing to start)."""
     first = WARM_STARTS[warm_start]
     return first if first is not None and max(depths) > first else None
+
+
+def fit_order(warm_start: str, depths) -> list[tuple[int, int | None]]:
+    """The depths a fit trains, in order, each with the depth it starts from (``None``: its own
+    initialisations): every candidate of ``depths`` from scratch without a warm start; the
+    :func:`start_depth` first, then each candidate from it (``"linear"``) or each depth up to
+    the deepest candidate from the one below (:data:`PROGRESSIVE`)."""
+    first = start_depth(warm_start, depths)
+    if first is None:
+        return [(d, None) for d in depths]
+    if warm_start in PROGRESSIVE:
+        return [(first, None), *((d, d - 1) for d in range(first + 1, max(depths) + 1))]
+    return [(first, None), *((d, first) for d in depths if d != first)]
 
 
 def stack_params(models) -> nnx.State:
