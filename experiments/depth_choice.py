@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from nica.apps.experiment.configs import EXPERIMENTS
-from nica.apps.experiment.fitting import TEST_SEED, setting_dataset
-from nica.core.metrics import mean_correlation_coefficient
+from nica.apps.experiment.fitting import setting_dataset, truth_scores
 from nica.fitting.config import SHALLOW_DEPTHS
 from nica.fitting.estimator import fit_seeds
 from nica.util.files import read_json, write_json, write_text
@@ -45,8 +44,6 @@ DEFAULT_SETTINGS = (
 
 def _fit_depth(datasets, seeds, depth: int, overrides: dict) -> list[dict]:
     """Every seed's fit at ``depth``: MCC, held-out gap, restart-phase and final val NLL."""
-    from synthetic.truth import nll_gap
-
     start = time.perf_counter()
     fits = fit_seeds(
         [d.x for d in datasets],
@@ -59,13 +56,12 @@ def _fit_depth(datasets, seeds, depth: int, overrides: dict) -> list[dict]:
     wall = time.perf_counter() - start
     records = []
     for seed, dataset, fitted in zip(seeds, datasets, fits, strict=True):
-        gap = nll_gap(fitted, dataset, seed=TEST_SEED + seed)
-        mcc = mean_correlation_coefficient(dataset.s, fitted.transform(dataset.x)).mcc
+        scores = truth_scores(fitted, dataset, seed)
         records.append(
             {
                 "seed": seed,
-                "mcc": float(mcc),
-                "nll_gap": gap["nll_gap"],
+                "mcc": scores["mcc"],
+                "nll_gap": scores["nll_gap"],
                 "restart_val_nll": float(min(fitted.restarts["val_nll"])),
                 "final_val_nll": float(fitted.result.best_val_nll),
                 "diverged": fitted.result.diverged,

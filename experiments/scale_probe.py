@@ -30,8 +30,7 @@ import numpy as np
 
 from experiments.harness import assignments
 from nica.apps.experiment.configs import EXPERIMENTS
-from nica.apps.experiment.fitting import TEST_SEED, setting_dataset
-from nica.core.metrics import mean_correlation_coefficient
+from nica.apps.experiment.fitting import setting_dataset, truth_scores
 from nica.fitting.config import FitConfig
 from nica.fitting.estimator import fit_seeds
 from nica.util.files import write_json, write_text
@@ -48,8 +47,6 @@ def run_variant(
 ):
     """Fits one variant on every seed's data (the setting's preset, with ``data`` overriding
     its overrides) and writes ``out/<config>_<setting>__<name>.json``."""
-    from synthetic.truth import nll_gap
-
     path = Path(out) / f"{config_name}_{setting_label}__{name}.json".replace("=", "").replace(
         " ", "_"
     )
@@ -69,16 +66,11 @@ def run_variant(
     wall = time.perf_counter() - start
     records = []
     for seed, dataset, fitted in zip(seeds, datasets, fits, strict=True):
-        gap = nll_gap(fitted, dataset, seed=TEST_SEED + seed, conditional=conditional)
         history = fitted.result.history
         records.append(
             {
                 "seed": seed,
-                "mcc": float(
-                    mean_correlation_coefficient(dataset.s, fitted.transform(dataset.x)).mcc
-                ),
-                "nll_gap": gap["nll_gap"],
-                "train_gap": gap["train_gap"],
+                **truth_scores(fitted, dataset, seed, conditional=conditional),
                 "depth": fitted.config.model.depth,
                 "diverged": fitted.result.diverged,
                 "val_nll": [float(v) for v in history["val_nll"]],

@@ -16,7 +16,7 @@ from nica.methods import Method, MethodFit, get_method
 from nica.util.files import save_npz
 from nica.util.provenance import environment
 
-__all__ = ["TEST_SEED", "fit_cells", "setting_dataset"]
+__all__ = ["TEST_SEED", "fit_cells", "setting_dataset", "truth_scores"]
 
 #: Fresh held-out samples of the true model use seed ``TEST_SEED + data seed``.
 TEST_SEED = 10_000
@@ -40,6 +40,17 @@ def setting_dataset(setting: Setting, seed: int):
     from synthetic import make_preset
 
     return make_preset(setting.preset, seed, **dict(setting.overrides))
+
+
+def truth_scores(fitted, dataset, seed: int, *, conditional: bool = True) -> dict:
+    """A nica ``FittedModel`` of ``dataset`` (data seed ``seed``) scored against its truth:
+    ``mcc`` (Pearson, on ``dataset.x``), ``nll_gap`` and ``train_gap``
+    (``synthetic.truth.nll_gap`` on the held-out samples of seed ``TEST_SEED + seed``)."""
+    from synthetic.truth import nll_gap
+
+    gap = nll_gap(fitted, dataset, seed=TEST_SEED + seed, conditional=conditional)
+    mcc = mean_correlation_coefficient(dataset.s, fitted.transform(dataset.x)).mcc
+    return {"mcc": float(mcc), "nll_gap": gap["nll_gap"], "train_gap": gap["train_gap"]}
 
 
 def fit_cells(
