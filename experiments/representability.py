@@ -31,6 +31,7 @@ import numpy as np
 from flax import nnx
 
 from experiments.harness import experiment_parser, markdown_document, markdown_table, write_report
+from nica.apps.experiment.fitting import TEST_SEED
 from nica.core.activations import MonotoneSplineSpec
 from nica.core.monotone import MonotoneSpline
 from nica.fitting.build import build_model
@@ -51,7 +52,6 @@ SCALES = (1.0, 4.0, 16.0, 64.0)
 #: Spline warps compared: 0 (the default, evenly spaced knots) and a sinh-spaced grid whose
 #: spacing near 0 is a few thousandths of the even one (``nica.core.monotone.MonotoneSpline``).
 WARPS = (0.0, 10.0)
-_TEST_SEED = 10_000
 
 
 def true_layers(dataset, scale: float):
@@ -121,7 +121,7 @@ def exact_model(dataset, scale: float, spec: MonotoneSplineSpec, warp: float = 0
 def gap(dataset, scale: float, spec: MonotoneSplineSpec, seed: int, warp: float = 0.0) -> float:
     """Held-out NLL of the exact model minus the truth's, nats per sample (x units)."""
     model, standardisation = exact_model(dataset, scale, spec, warp)
-    test = sample_from_truth(_TEST_SEED + seed, dataset)
+    test = sample_from_truth(TEST_SEED + seed, dataset)
     z = jnp.asarray(standardisation.apply(test.x), jnp.float32)
     log_likelihood = nnx.jit(lambda m, z, u: m.log_likelihood(z, u))(model, z, jnp.asarray(test.u))
     fit_nll = -float(np.mean(np.asarray(log_likelihood, np.float64)))
