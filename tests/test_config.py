@@ -3,6 +3,7 @@ records, unknown names), the presets, and the ``auto`` rules."""
 
 import dataclasses
 import json
+import re
 
 import jax
 import numpy as np
@@ -103,15 +104,70 @@ BAD_PARTS = {
     "mixture-sharpness": (act.MonotoneMixtureSpec, {"sharpness": 0.0}, "MonotoneMixture sharpness"),
     "slope": (act.SmoothLeakyReLU, {"slope": 0.0}, "SmoothLeakyReLU slope must be > 0"),
     "part-type": (nica.FitConfig, {"loop": {"epochs": 3}}, "loop must be a LoopConfig"),
+    # Wrong types: the same one line, never a TypeError from a comparison.
+    "clip_norm-none": (nica.OptimizerConfig, {"clip_norm": None}, "clip_norm must be a number"),
+    "learning_rate-text": (
+        nica.OptimizerConfig,
+        {"learning_rate": "1e-3"},
+        "learning_rate must be a number > 0, got '1e-3'",
+    ),
+    "learning_rate-nan": (nica.OptimizerConfig, {"learning_rate": float("nan")}, "got nan"),
+    "epochs-float": (nica.LoopConfig, {"epochs": 2.5}, "epochs must be an integer >= 1, got 2.5"),
+    "epochs-bool": (nica.LoopConfig, {"epochs": True}, "epochs must be an integer >= 1, got True"),
+    "epochs-text": (nica.LoopConfig, {"epochs": "10"}, "epochs must be an integer >= 1, got '10'"),
+    "batch_size-none": (nica.LoopConfig, {"batch_size": None}, "batch_size must be an integer"),
+    "eval_every-none": (nica.LoopConfig, {"eval_every": None}, "eval_every must be an integer"),
+    "patience-float": (nica.LoopConfig, {"patience": 1.5}, "patience must be an integer >= 0"),
+    "validation_fraction-none": (
+        nica.LoopConfig,
+        {"validation_fraction": None},
+        "validation_fraction must be a number >= 0, got None",
+    ),
+    "restarts-none": (nica.RestartConfig, {"count": None}, "restarts must be an integer >= 1"),
+    "spline-knots-float": (
+        act.MonotoneSplineSpec,
+        {"knots": 9.0},
+        "MonotoneSpline knots must be an integer >= 3, got 9.0",
+    ),
+    "seed-float": (nica.FitConfig, {"seed": 1.5}, "seed must be an integer, got 1.5"),
+    "seed-text": (nica.FitConfig, {"seed": "0"}, "seed must be an integer, got '0'"),
+    "conditional-text": (
+        nica.ModelConfig,
+        {"conditional": "yes"},
+        "conditional must be True or False, got 'yes'",
+    ),
+    "standardise-text": (
+        nica.ModelConfig,
+        {"standardise": "no"},
+        "standardise must be True or False, got 'no'",
+    ),
+    "shape-text": (
+        nica.ModelConfig,
+        {"prior": nica.PriorSpec(shape_init="1.5")},
+        "prior_shape_init must be a number, got '1.5'",
+    ),
+    "leaky-slope-text": (act.LeakyReLU, {"slope": "0.2"}, "LeakyReLU slope must be a number"),
 }
 
 
 @pytest.mark.parametrize("case", BAD_PARTS.values(), ids=BAD_PARTS.keys())
 def test_each_part_refuses_a_bad_value_with_one_line_naming_it(case):
     part, fields, message = case
-    with pytest.raises(ValueError, match=message) as info:
+    with pytest.raises(ValueError, match=re.escape(message)) as info:
         part(**fields)
     assert "\n" not in str(info.value)
+
+
+def test_numpy_scalars_are_accepted_as_settings():
+    loop = nica.LoopConfig(epochs=np.int64(7), validation_fraction=np.float32(0.25))
+    assert loop.epochs == 7 and loop.validation_fraction == 0.25
+    assert nica.OptimizerConfig(learning_rate=np.float64(3e-3)).learning_rate == 3e-3
+
+
+def test_a_wrong_typed_flat_setting_is_one_line_from_fit():
+    x = np.random.default_rng(0).normal(size=(60, 2))
+    with pytest.raises(ValueError, match="^clip_norm must be a number > 0, got None$"):
+        nica.fit(x, clip_norm=None, progress=None)
 
 
 #: A value other than the default for every flat name (the activation's with an activation

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from nica.core.monotone import MonotoneMixture, MonotoneSpline, monotone_inverse
+from nica.util.checks import at_least, positive
 
 __all__ = [
     "ACTIVATIONS",
@@ -98,10 +99,7 @@ class SmoothLeakyReLU:
     sharpness: float = 1.0
 
     def __post_init__(self):
-        if not self.slope > 0:
-            raise ValueError(f"SmoothLeakyReLU slope must be > 0, got {self.slope}")
-        if not self.sharpness > 0:
-            raise ValueError(f"SmoothLeakyReLU sharpness must be > 0, got {self.sharpness}")
+        positive(owner="SmoothLeakyReLU", slope=self.slope, sharpness=self.sharpness)
 
     def value(self, y):
         k = self.sharpness
@@ -134,8 +132,7 @@ class LeakyReLU:
     slope: float = 0.2
 
     def __post_init__(self):
-        if not self.slope > 0:
-            raise ValueError(f"LeakyReLU slope must be > 0, got {self.slope}")
+        positive(owner="LeakyReLU", slope=self.slope)
 
     def value(self, y):
         return jnp.where(y >= 0, y, self.slope * y)
@@ -237,12 +234,6 @@ class LearnableSpec:
         return ACTIVATIONS[self.name](dim, param_dtype=param_dtype, **self.kwargs())
 
 
-def _positive(owner: str, **values) -> None:
-    for name, value in values.items():
-        if not value > 0:
-            raise ValueError(f"{owner} {name} must be > 0, got {value}")
-
-
 @dataclasses.dataclass(frozen=True)
 class MonotoneSplineSpec(LearnableSpec):
     """Settings of a :class:`MonotoneSpline` (the default activation of a fit).
@@ -258,12 +249,13 @@ class MonotoneSplineSpec(LearnableSpec):
     tail_slope: float = 1.0
 
     def __post_init__(self):
-        if self.knots is not None and (self.knots < 3 or self.knots % 2 == 0):
+        at_least(3, owner="MonotoneSpline", optional=("knots",), knots=self.knots)
+        if self.knots is not None and self.knots % 2 == 0:
             raise ValueError(
                 f"MonotoneSpline knots must be odd and >= 3 (0 is the centre knot), got "
                 f"{self.knots}"
             )
-        _positive("MonotoneSpline", tail_slope=self.tail_slope)
+        positive(owner="MonotoneSpline", tail_slope=self.tail_slope)
 
     def kwargs(self) -> dict:
         knots = {} if self.knots is None else {"knots": self.knots}
@@ -287,9 +279,8 @@ class MonotoneMixtureSpec(LearnableSpec):
     tail_slope: float = 1.0
 
     def __post_init__(self):
-        if self.knots is not None and self.knots < 1:
-            raise ValueError(f"MonotoneMixture knots must be >= 1, got {self.knots}")
-        _positive("MonotoneMixture", sharpness=self.sharpness, tail_slope=self.tail_slope)
+        at_least(1, owner="MonotoneMixture", optional=("knots",), knots=self.knots)
+        positive(owner="MonotoneMixture", sharpness=self.sharpness, tail_slope=self.tail_slope)
 
     def kwargs(self) -> dict:
         knots = {} if self.knots is None else {"knots": self.knots}

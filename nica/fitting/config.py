@@ -38,6 +38,7 @@ from nica.fitting.flat import (
     replace_flat,
 )
 from nica.fitting.warm import WARM_STARTS
+from nica.util.checks import at_least, boolean, integer, non_negative, number, positive
 
 __all__ = [
     "AUTO",
@@ -73,18 +74,6 @@ AUTO_DEPTH_RULE = (
 AUTO_WARM_START_RULE = f"none up to {DEEP_ABOVE_DIM} sources, linear above"
 #: The prior family of ``auto``, by whether the model is conditional (Eq. 4) or not (Eq. 3).
 AUTO_PRIORS = {True: "gennorm", False: "laplace"}
-
-
-def _at_least(minimum: int, **values) -> None:
-    for name, value in values.items():
-        if value is not None and value < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _positive(**values) -> None:
-    for name, value in values.items():
-        if not value > 0:
-            raise ValueError(f"{name} must be > 0, got {value}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,6 +173,8 @@ class ModelConfig:
             )
         if not isinstance(self.prior, PriorSpec):
             raise ValueError(f"prior must be a PriorSpec, got {self.prior!r}")
+        boolean(conditional=self.conditional, standardise=self.standardise)
+        number(optional=("prior_shape_init",), prior_shape_init=self.prior.shape_init)
         known = CONDITIONAL_FAMILIES if self.conditional else PRIORS
         if self.prior.family != AUTO and self.prior.family not in known:
             kind = "conditional" if self.conditional else "unconditional"
@@ -220,8 +211,8 @@ class OptimizerConfig:
 
     def __post_init__(self):
         check_gradient(self.gradient)
-        _positive(learning_rate=self.learning_rate, clip_norm=self.clip_norm)
-        _at_least(1, lr_reference_dim=self.lr_reference_dim)
+        positive(learning_rate=self.learning_rate, clip_norm=self.clip_norm)
+        at_least(1, optional=("lr_reference_dim",), lr_reference_dim=self.lr_reference_dim)
 
     def transformation(self, steps: int, base=optax.adam) -> optax.GradientTransformation:
         """Gradient clipping + ``base`` (default Adam) at the learning rate cosine-decayed to 0
@@ -258,12 +249,13 @@ class LoopConfig:
     explode_nats: float | None = 50.0
 
     def __post_init__(self):
-        _at_least(1, epochs=self.epochs, batch_size=self.batch_size, eval_every=self.eval_every)
-        _at_least(0, patience=self.patience, min_delta=self.min_delta)
-        if not 0.0 <= self.validation_fraction < 1.0:
+        at_least(1, epochs=self.epochs, batch_size=self.batch_size, eval_every=self.eval_every)
+        at_least(0, optional=("patience",), patience=self.patience)
+        non_negative(min_delta=self.min_delta, validation_fraction=self.validation_fraction)
+        if not self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction={self.validation_fraction} must be in [0, 1)")
         if self.explode_nats is not None:
-            _positive(explode_nats=self.explode_nats)
+            positive(explode_nats=self.explode_nats)
 
 
 #: The low-level trainers' loop (``nica.train``, ``nica.train_seeds``): short, small batches,
@@ -296,7 +288,7 @@ class RestartConfig:
     warm_start: str = AUTO
 
     def __post_init__(self):
-        _at_least(1, restarts=self.count, restart_epochs=self.epochs)
+        at_least(1, optional=("restart_epochs",), restarts=self.count, restart_epochs=self.epochs)
         if self.warm_start != AUTO and self.warm_start not in WARM_STARTS:
             raise ValueError(
                 f"unknown warm_start {self.warm_start!r}; known: auto, {', '.join(WARM_STARTS)}"
@@ -352,6 +344,7 @@ class FitConfig:
     restarts: RestartConfig = RestartConfig()
 
     def __post_init__(self):
+        integer(seed=self.seed)
         for name, kind in _PARTS.items():
             if not isinstance(getattr(self, name), kind):
                 raise ValueError(
