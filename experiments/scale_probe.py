@@ -36,6 +36,33 @@ from nica.fitting.estimator import fit_seeds
 from nica.util.files import write_json, write_text
 
 
+class Whitened:
+    """A fit of ZCA-whitened observations seen in the units of ``x``: ``z = (x - mean) @ w``
+    with ``w = cov(x)^(-1/2)``; ``transform`` and ``log_likelihood`` (plus ``log|det w|``, so
+    the NLL gaps compare with the truth's on ``x``) are what ``truth_scores`` asks of a fit.
+
+    Args:
+      x: the observations the map is estimated on, shape ``(N, D)``.
+    """
+
+    def __init__(self, x):
+        values, vectors = np.linalg.eigh(np.cov(x, rowvar=False))
+        self.mean = x.mean(axis=0)
+        self.w = vectors @ np.diag(values**-0.5) @ vectors.T
+        self.log_det = float(-0.5 * np.sum(np.log(values)))
+        self.fitted = None
+
+    def __call__(self, x):
+        """``(x - mean) @ w``, shape ``(N, D)``."""
+        return (np.asarray(x, np.float64) - self.mean) @ self.w
+
+    def transform(self, x):
+        return self.fitted.transform(self(x))
+
+    def log_likelihood(self, x, u=None):
+        return self.fitted.log_likelihood(self(x), u) + self.log_det
+
+
 def run_variant(
     config_name: str,
     setting_label: str,
@@ -44,9 +71,11 @@ def run_variant(
     overrides: dict,
     out,
     data=None,
+    whiten: bool = False,
 ):
     """Fits one variant on every seed's data (the setting's preset, with ``data`` overriding
-    its overrides) and writes ``out/<config>_<setting>__<name>.json``."""
+    its overrides; ZCA-whitened before the fit with ``whiten``) and writes
+    ``out/<config>_<setting>__<name>.json``."""
     path = Path(out) / f"{config_name}_{setting_label}__{name}.json".replace("=", "").replace(
         " ", "_"
     )
@@ -60,17 +89,22 @@ def run_variant(
     datasets = [setting_dataset(setting, s) for s in seeds]
     conditional = overrides.get("conditional", True)
     fit_config = FitConfig().replace(**overrides)
-    xs, us = [d.x for d in datasets], [d.u for d in datasets] if conditional else None
+    maps = [Whitened(d.x) if whiten else None for d in datasets]
+    xs = [d.x if m is None else m(d.x) for d, m in zip(datasets, maps, strict=True)]
+    us = [d.u for d in datasets] if conditional else None
     start = time.perf_counter()
     fits = fit_seeds(xs, us, seeds=list(seeds), config=fit_config, progress=None)
     wall = time.perf_counter() - start
     records = []
-    for seed, dataset, fitted in zip(seeds, datasets, fits, strict=True):
+    for seed, dataset, fitted, whitened in zip(seeds, datasets, fits, maps, strict=True):
         history = fitted.result.history
+        if whitened is not None:
+            whitened.fitted = fitted
+        scored = fitted if whitened is None else whitened
         records.append(
             {
                 "seed": seed,
-                **truth_scores(fitted, dataset, seed, conditional=conditional),
+                **truth_scores(scored, dataset, seed, conditional=conditional),
                 "depth": fitted.config.model.depth,
                 "diverged": fitted.result.diverged,
                 "val_nll": [float(v) for v in history["val_nll"]],
@@ -82,6 +116,7 @@ def run_variant(
         "variant": name,
         "overrides": overrides,
         "data": data,
+        **({"whiten": "zca"} if whiten else {}),
         "wall_s": wall,
         "seeds": records,
     }
@@ -110,6 +145,7 @@ def _command(body: dict) -> str:
         f"--name {body['variant']}",
         *(f"--set {k}={_text(v)}" for k, v in body["overrides"].items()),
         *(f"--data {k}={_text(v)}" for k, v in (body.get("data") or {}).items()),
+        *(["--whiten"] if body.get("whiten") else []),
     ]
     return " ".join(parts)
 
@@ -124,7 +160,8 @@ def write_report(out) -> Path:
         recs = body["seeds"]
         mccs = [r["mcc"] for r in recs]
         rows.append(
-            f"| {body['config']} {body['setting']} {_text(body.get('data') or '')} | "
+            f"| {body['config']} {body['setting']} {_text(body.get('data') or '')}"
+            f"{' whitened' if body.get('whiten') else ''} | "
             f"{body['variant']} | "
             f"{json.dumps(body['overrides'])} | {' / '.join(f'{m:.3f}' for m in mccs)} | "
             f"{np.median(mccs):.3f} | {_per_seed(recs, 'nll_gap')} | "
@@ -166,6 +203,9 @@ def main(argv=None) -> None:
     parser.add_argument("--name", default="defaults")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--data", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument(
+        "--whiten", action="store_true", help="ZCA-whiten x before the fit (scored in x's units)"
+    )
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -173,7 +213,9 @@ def main(argv=None) -> None:
         print(write_report(args.out))
         return
     overrides, data = assignments(args.set), assignments(args.data)
-    run_variant(args.config, args.setting, args.seeds, args.name, overrides, args.out, data)
+    run_variant(
+        args.config, args.setting, args.seeds, args.name, overrides, args.out, data, args.whiten
+    )
 
 
 if __name__ == "__main__":
