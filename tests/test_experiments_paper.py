@@ -254,13 +254,15 @@ def test_scale_probe_smoke_writes_a_variant_once_and_reports(tmp_path):
     args = ["--out", str(tmp_path), "--config", "demo", "--setting", "demo", "--seeds", "0"]
     tiny = ["--data", "samples_per_segment=50", "--set", "epochs=2", "--set", "restarts=1"]
     warm = [*args, "--name", "warm", *tiny, "--set", "depth=2", "--set", "warm_start=linear"]
-    scale_probe.main(warm)
+    scale_probe.main([*warm, "--whiten"])
     path = tmp_path / "demo_demo__warm.json"
-    (record,) = json.loads(path.read_text())["seeds"]
+    body = json.loads(path.read_text())
+    assert body["whiten"] == "zca"
+    (record,) = body["seeds"]
     assert 0 < record["mcc"] <= 1 and record["depth"] == 2 and record["diverged"] is None
     assert math.isfinite(record["nll_gap"]) and math.isfinite(record["train_gap"])
     before = path.stat().st_mtime_ns
-    scale_probe.main(warm)  # finished: not refitted
+    scale_probe.main([*warm, "--whiten"])  # finished: not refitted
     assert path.stat().st_mtime_ns == before
     scale_probe.main(["--out", str(tmp_path), "--report"])
     (row,) = _table_rows(tmp_path / "report.md")
@@ -268,7 +270,7 @@ def test_scale_probe_smoke_writes_a_variant_once_and_reports(tmp_path):
     command = (
         "python -m experiments.scale_probe --config demo --setting demo --seeds 0 --name warm"
         " --set epochs=2 --set restarts=1 --set depth=2 --set warm_start=linear"
-        " --data samples_per_segment=50"
+        " --data samples_per_segment=50 --whiten"
     )
     assert f"`{command}`" in (tmp_path / "report.md").read_text()
 

@@ -1,7 +1,5 @@
 """experiments.scale_probe: the whitened variant's map and its scores in the units of x."""
 
-import json
-
 import numpy as np
 from scipy import stats
 
@@ -30,16 +28,3 @@ def test_whitened_map_has_identity_covariance_and_keeps_the_density_of_x():
     whitened.fitted = _StandardNormal()
     truth = stats.multivariate_normal(x.mean(axis=0), np.cov(x, rowvar=False)).logpdf(x[:50])
     np.testing.assert_allclose(whitened.log_likelihood(x[:50]), truth, rtol=1e-10)
-
-
-def test_a_whitened_variant_is_written_and_named_in_its_command(tmp_path):
-    data = {"n_sources": 2, "n_segments": 6, "samples_per_segment": 60}
-    settings = {"depth": 1, "restarts": 1, "epochs": 2}
-    scale_probe.run_variant("dimension", "D=5", [0], "zca", settings, tmp_path, data, True)
-    (path,) = tmp_path.glob("*.json")
-    body = json.loads(path.read_text())
-    assert body["whiten"] == "zca" and body["data"] == data
-    (record,) = body["seeds"]
-    assert 0 <= record["mcc"] <= 1 and np.isfinite(record["nll_gap"])
-    assert "--whiten" in scale_probe._command(body)
-    assert "whitened" in scale_probe.write_report(tmp_path).read_text()
