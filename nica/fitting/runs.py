@@ -176,15 +176,24 @@ def train_runs(
     initial = host(program.nll(params, data.x_val, data.u_val)) + offset
     stopping = Stopping(initial, settings, data.x_train.shape[-1], mode.name)
     log.record(np.ones(n_runs, bool), 0, np.full(n_runs, np.nan), initial)
+    # Each epoch's finite flags stay on the device until the next evaluation reads them (in
+    # epoch order, before the evaluation, so the bookkeeping is what it would be epoch by
+    # epoch): no host round trip per epoch, and the host draws the next epoch's minibatches
+    # while the device trains (asynchronous dispatch).
+    pending = []
     for epoch in range(1, settings.epochs + 1):
         order = shuffle.next()
         order = jnp.asarray(order) if sharding is None else jax.device_put(order, sharding)
         params, opt_state, data_nll, finite = program.epoch(
             params, opt_state, order, data.x_train, data.u_train
         )
-        stopping.after_epoch(epoch, host(finite).astype(bool))
+        pending.append((epoch, finite))
         val = None
-        if epoch % settings.eval_every == 0 or epoch == settings.epochs:
+        evaluate = epoch % settings.eval_every == 0 or epoch == settings.epochs
+        if evaluate:
+            for done, flags in pending:
+                stopping.after_epoch(done, host(flags).astype(bool))
+            pending.clear()
             val = host(program.nll(params, data.x_val, data.u_val)) + offset
             train = host(data_nll) - host(program.logdet(params)) + offset
             improved = stopping.after_evaluation(epoch, val)
@@ -195,7 +204,7 @@ def train_runs(
                 mask[:n_seeds] = improved.reshape(n_seeds, n_restarts)
                 best_params = program.keep_best(jnp.asarray(mask), params, best_params)
         log.tick(epoch, val)
-        if not stopping.active.any():
+        if evaluate and not stopping.active.any():
             break
     best_params = jax.tree.map(lambda a: a[:n_seeds], best_params)
     return best_params, stopping.results(log.histories)
