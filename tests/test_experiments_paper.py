@@ -355,3 +355,29 @@ def test_depth_choice_compares_the_restart_phase_choice_with_the_full_fits(tmp_p
     assert "Same choice on 1 of 2 data sets." in text
     (row,) = _table_rows(tmp_path / "report.md")
     assert row[:3] == ["depth L=4", "1/2", "0.9900"] and row[3] == f"{np.median([0.99, 0.95]):.4f}"
+
+
+def test_plateau_stop_replays_the_loops_patience_rule(tmp_path):
+    from experiments import plateau_stop
+
+    epochs = [0, 10, 20, 30, 40, 50, 60]
+    stalls = [5.0, 4.0, 3.9995, 3.9995, 3.9995, 2.0, 1.0]  # plateau, then the anneal helps
+    # min_delta 0: the step at epoch 20 counts, and 2 stalled evaluations are not 3.
+    assert plateau_stop.replay(epochs, stalls, patience=3, min_delta=0.0) == (60, 1.0)
+    assert plateau_stop.replay(epochs, stalls, patience=2, min_delta=0.0) == (40, 3.9995)
+    assert plateau_stop.replay(epochs, stalls, patience=3, min_delta=0.001) == (40, 4.0)
+    cell = {"setting": "s", "seed": 0, "history": {"epoch": epochs, "val_nll": stalls}}
+    body = {
+        "cells": [
+            {**cell, "model": "conditional"},
+            {**cell, "model": "fastica"},  # not a nica fit: left out
+        ]
+    }
+    (tmp_path / "runs" / "demo").mkdir(parents=True)
+    (tmp_path / "runs" / "demo" / "results.json").write_text(json.dumps(body))
+    records = plateau_stop.main(["--results", str(tmp_path / "runs"), "--out", str(tmp_path)])
+    rule = next(r for r in records if (r["patience"], r["min_delta"]) == (3, 0.001))
+    assert rule["fits"] == 1 and rule["stopped_early"] == 1
+    assert rule["epochs_share_mean"] == pytest.approx(40 / 60)
+    assert rule["nll_lost_max"] == pytest.approx(3.0)
+    assert "| 3 | 0.001 | 67% | 1 / 1 | 3.000 |" in (tmp_path / "report.md").read_text()
