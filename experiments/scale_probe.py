@@ -14,7 +14,9 @@ Command (one variant per process; ``--set`` repeats)::
     .venv/bin/python -m experiments.scale_probe --out results/scale_probe \\
         --config dimension --setting D=20 --seeds 0 1 2 --name lr3e-3 --set learning_rate=3e-3
 
-``--report`` writes ``report.md`` from the JSON files already in ``--out``.
+``--report`` writes ``report.md`` from the JSON files already in ``--out``; ``--committed``
+writes a setting's ``defaults`` row from its committed ``nica run`` report (no fit), so that
+the probes sit beside the defaults' own numbers; ``--whiten`` fits ZCA-whitened observations.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from nica.apps.experiment.configs import EXPERIMENTS
 from nica.apps.experiment.fitting import setting_dataset, truth_scores
 from nica.fitting.config import FitConfig
 from nica.fitting.estimator import fit_seeds
-from nica.util.files import write_json, write_text
+from nica.util.files import read_json, write_json, write_text
 
 
 class Whitened:
@@ -128,8 +130,57 @@ def run_variant(
         )
 
 
+def committed_variant(config_name: str, setting_label: str, seeds, out, results="results") -> Path:
+    """Writes ``out/<config>_<setting>__defaults.json`` from the committed report of ``nica run
+    <config>`` (its conditional cells of that setting and ``seeds``): the defaults' row beside
+    the probes. Reports older than the training gap leave it out (``None``)."""
+    body = read_json(Path(results) / config_name / "results.json")
+    cells = sorted(
+        (
+            c
+            for c in body["cells"]
+            if c["setting"] == setting_label and c["model"] == "conditional" and c["seed"] in seeds
+        ),
+        key=lambda c: c["seed"],
+    )
+    if not cells:
+        raise ValueError(f"no conditional cells of {setting_label!r} in {results}/{config_name}")
+    records = [
+        {
+            "seed": c["seed"],
+            "mcc": c["mcc_pearson"],
+            "nll_gap": c["nll_gap"],
+            "train_gap": c.get("train_gap"),
+            "depth": c["depth"],
+            "diverged": None,
+            "val_nll": c["history"]["val_nll"],
+        }
+        for c in cells
+    ]
+    Path(out).mkdir(parents=True, exist_ok=True)
+    path = Path(out) / f"{config_name}_{setting_label}__defaults.json".replace("=", "").replace(
+        " ", "_"
+    )
+    write_json(
+        path,
+        {
+            "config": config_name,
+            "setting": setting_label,
+            "variant": "defaults",
+            "overrides": {},
+            "data": {},
+            "wall_s": sum(c["wall_s"] for c in cells),
+            "source": f"the committed {results}/{config_name} cells (nica run {config_name},"
+            " defaults); wall_s is their sum",
+            "seeds": records,
+        },
+        indent=1,
+    )
+    return path
+
+
 def _per_seed(records: list, key: str) -> str:
-    return " / ".join(f"{r[key]:.2f}" for r in records)
+    return " / ".join("–" if r[key] is None else f"{r[key]:.2f}" for r in records)
 
 
 def _text(value) -> str:
@@ -207,10 +258,18 @@ def main(argv=None) -> None:
         "--whiten", action="store_true", help="ZCA-whiten x before the fit (scored in x's units)"
     )
     parser.add_argument("--report", action="store_true")
+    parser.add_argument(
+        "--committed",
+        action="store_true",
+        help="write the setting's defaults row from its committed nica run report (no fit)",
+    )
     args = parser.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.report:
         print(write_report(args.out))
+        return
+    if args.committed:
+        print(committed_variant(args.config, args.setting, args.seeds, args.out))
         return
     overrides, data = assignments(args.set), assignments(args.data)
     run_variant(

@@ -1,4 +1,6 @@
-"""experiments.scale_probe: the whitened variant's map and its scores in the units of x."""
+"""experiments.scale_probe: the whitened map, and defaults rows from committed reports."""
+
+import json
 
 import numpy as np
 from scipy import stats
@@ -28,3 +30,32 @@ def test_whitened_map_has_identity_covariance_and_keeps_the_density_of_x():
     whitened.fitted = _StandardNormal()
     truth = stats.multivariate_normal(x.mean(axis=0), np.cov(x, rowvar=False)).logpdf(x[:50])
     np.testing.assert_allclose(whitened.log_likelihood(x[:50]), truth, rtol=1e-10)
+
+
+def test_committed_defaults_row_takes_the_reports_cells_of_the_chosen_seeds(tmp_path):
+    def cell(seed, model="conditional", setting="L=4", **extra):
+        history = {"epoch": [0, 10], "val_nll": [2.0, 1.0]}
+        return {
+            "setting": setting,
+            "model": model,
+            "seed": seed,
+            "mcc_pearson": 0.9 + seed / 100,
+            "nll_gap": 0.5,
+            "depth": 5,
+            "wall_s": 10.0,
+            "history": history,
+            **extra,
+        }
+
+    cells = [cell(0, train_gap=0.4), cell(1), cell(2), cell(0, model="fastica"),
+             cell(0, setting="L=5")]  # fmt: skip
+    (tmp_path / "depth").mkdir()
+    (tmp_path / "depth" / "results.json").write_text(json.dumps({"cells": cells}))
+    out = tmp_path / "probe"
+    path = scale_probe.committed_variant("depth", "L=4", [0, 1], out, results=tmp_path)
+    body = json.loads(path.read_text())
+    assert [r["seed"] for r in body["seeds"]] == [0, 1] and body["wall_s"] == 20.0
+    assert [r["train_gap"] for r in body["seeds"]] == [0.4, None]
+    row = next(line for line in scale_probe.write_report(out).read_text().splitlines()
+               if "| defaults |" in line)  # fmt: skip
+    assert "| 0.900 / 0.910 | 0.905 | 0.50 / 0.50 | 0.40 / – | 20 |" in row
