@@ -171,7 +171,7 @@ def run_part(part: Part, out: Path, *, python: str = sys.executable) -> dict:
     return {
         "part": part.name,
         "about": part.about,
-        "command": " ".join(["python -m", part.module, "--out", str(folder), *part.args]),
+        "command": " ".join(["python", *command[1:]]),
         "limit_s": part.limit_s,
         "seconds": round(time.perf_counter() - start, 1),
         "status": status,

@@ -65,6 +65,12 @@ class Whitened:
         return self.fitted.log_likelihood(self(x), u) + self.log_det
 
 
+def _variant_path(out, config_name: str, setting_label: str, name: str) -> Path:
+    """``out/<config>_<setting>__<name>.json``, without ``=`` and spaces."""
+    stem = f"{config_name}_{setting_label}__{name}".replace("=", "").replace(" ", "_")
+    return Path(out) / f"{stem}.json"
+
+
 def run_variant(
     config_name: str,
     setting_label: str,
@@ -78,9 +84,7 @@ def run_variant(
     """Fits one variant on every seed's data (the setting's preset, with ``data`` overriding
     its overrides; ZCA-whitened before the fit with ``whiten``) and writes
     ``out/<config>_<setting>__<name>.json``."""
-    path = Path(out) / f"{config_name}_{setting_label}__{name}.json".replace("=", "").replace(
-        " ", "_"
-    )
+    path = _variant_path(out, config_name, setting_label, name)
     if path.exists():
         print(f"{path} exists: skipped")
         return
@@ -158,9 +162,7 @@ def committed_variant(config_name: str, setting_label: str, seeds, out, results=
         for c in cells
     ]
     Path(out).mkdir(parents=True, exist_ok=True)
-    path = Path(out) / f"{config_name}_{setting_label}__defaults.json".replace("=", "").replace(
-        " ", "_"
-    )
+    path = _variant_path(out, config_name, setting_label, "defaults")
     write_json(
         path,
         {
