@@ -59,3 +59,18 @@ def test_committed_defaults_row_takes_the_reports_cells_of_the_chosen_seeds(tmp_
     row = next(line for line in scale_probe.write_report(out).read_text().splitlines()
                if "| defaults |" in line)  # fmt: skip
     assert "| 0.900 / 0.910 | 0.905 | 0.50 / 0.50 | 0.40 / – | 20 |" in row
+
+
+def test_restart_choices_are_recorded_json_ready_and_listed_in_the_report(tmp_path):
+    record = {"val_nll": [np.float32(1.5), np.float64(0.25), 2.0], "chosen": 1}
+    choices = scale_probe._choices(record)
+    assert choices == {"val_nll": [1.5, 0.25, 2.0], "chosen": 1}
+    assert all(type(v) is float for v in choices["val_nll"])
+    assert scale_probe._choices(None) is None
+    seed = {"seed": 3, "mcc": 0.9, "nll_gap": 0.5, "train_gap": 0.4, "restarts": choices}
+    body = {"config": "depth", "setting": "L=4", "variant": "v", "overrides": {}, "wall_s": 1.0,
+            "seeds": [seed, {**seed, "seed": 4, "restarts": None}]}  # fmt: skip
+    (tmp_path / "depth_L4__v.json").write_text(json.dumps(body))
+    lines = scale_probe.write_report(tmp_path).read_text().splitlines()
+    assert "| depth L=4 | v | 3 | 1.25 **0.00** 1.75 | 0.50 | 0.900 |" in lines
+    assert not any(line.startswith("| depth L=4 | v | 4 |") for line in lines)
