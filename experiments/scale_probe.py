@@ -5,7 +5,8 @@ mixing depths 4-5). Each variant is a set of flat settings (``nica.fitting.confi
 over the defaults; all seeds of one variant are fitted together (``nica.fit_seeds``) on the
 data of one setting of a shipped experiment config, and every fit is scored against the truth:
 Pearson MCC, ``synthetic.truth.nll_gap`` (held-out and training gaps), the chosen depth, the
-validation NLL history of the main fit, and wall time. One JSON file per variant, written
+validation NLL history of the main fit, every restart's and every candidate depth's best
+validation NLL (which one was kept), and wall time. One JSON file per variant, written
 atomically, so variants can run in separate processes (one per core) and a finished one is
 never refitted.
 
