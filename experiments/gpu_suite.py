@@ -25,6 +25,14 @@ scikit-learn; nothing to install), from the repository root::
     PYTHONUNBUFFERED=1 PYTHONPATH=. python3 -m experiments.gpu_suite --out results/gpu
 
 ``--parts`` runs a subset; ``--smoke`` runs every part at its smoke size (a CPU is enough).
+
+If device time remains, the next measurement (not a part: the suite keeps to 8 minutes) is the
+best of 16 full-length restarts on the 4-layer mixing, which on a GPU should cost about the
+default fit's wall time (docs/models.md)::
+
+    PYTHONUNBUFFERED=1 PYTHONPATH=. python3 -m experiments.scale_probe --out results/gpu/restarts \
+        --config depth --setting L=4 --seeds 0 1 2 3 4 5 --name best16full \
+        --set depth=5 --set restarts=16 --set restart_epochs=300
 """
 
 from __future__ import annotations
