@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -86,6 +87,14 @@ def experiment_parser(
         "--smoke", action="store_true", help=f"tiny run for the tests ({sizes or 'see the doc'})"
     )
     return parser
+
+
+def one_core() -> set[int] | None:
+    """The CPU a timed job is pinned to (the lowest this process may use), or ``None`` where
+    the platform cannot pin (then the job uses every core, and its report says so)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    return {min(os.sched_getaffinity(0))}
 
 
 def positive_int(text: str) -> int:

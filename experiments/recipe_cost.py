@@ -29,8 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.harness import experiment_parser, markdown_document, markdown_table, write_report
+import nica
+from experiments.harness import (
+    experiment_parser,
+    markdown_document,
+    markdown_table,
+    one_core,
+    write_report,
+)
 from nica.fitting.config import FitConfig
+from synthetic.presets import make_preset
 
 #: Settings of every fit of ``--smoke`` (a tiny fit).
 SMOKE_SETTINGS = {"epochs": 2, "depth": 2, "eval_every": 1}
@@ -41,16 +49,6 @@ def default_variants(epochs: int) -> dict[str, dict]:
     full-length restarts (2 restarts of ``epochs`` epochs) with the depth search
     (docs/models.md)."""
     return {"defaults": {}, "full-length restarts": {"restarts": 2, "restart_epochs": epochs}}
-
-
-def pin_to_one_core() -> int | None:
-    """Pins this process to its lowest allowed CPU; returns it (``None`` where the platform
-    cannot pin)."""
-    if not hasattr(os, "sched_getaffinity"):
-        return None
-    core = min(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {core})
-    return core
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -67,8 +65,6 @@ def parse_variant(text: str) -> tuple[str, dict]:
 
 def measure(x, u, variants: dict, repeats: int, common: dict) -> list[dict]:
     """Fits every variant ``repeats`` times, variants taking turns; one record per fit."""
-    import nica
-
     records = []
     for repeat in range(repeats):
         for name, settings in variants.items():
@@ -99,15 +95,15 @@ def summary_rows(records: list[dict], variants: Sequence[str]) -> list[tuple]:
     base = compiled(variants[0])
     rows = []
     for name in variants:
-        mine = [r for r in records if r["variant"] == name]
-        first = next(r for r in mine if r["repeat"] == 0)
+        first = next(r for r in records if r["variant"] == name and r["repeat"] == 0)
+        seconds = compiled(name)
         rows.append(
             (
                 name,
                 f"`{json.dumps(first['settings'])}`",
                 f"{first['seconds']:.1f}",
-                f"{compiled(name):.1f}",
-                f"{compiled(name) / base:.2f}",
+                f"{seconds:.1f}",
+                f"{seconds / base:.2f}",
                 f"{first['val_nll']:.4f}",
                 first["depth"],
             )
@@ -130,12 +126,11 @@ def main(argv: Sequence[str] | None = None) -> str:
         variants = dict(parse_variant(v) for v in args.variant)
     except ValueError as err:
         parser.error(str(err))
-    import nica
-
     nica.set_cache_dir(None)  # every variant's first fit compiles
-    core = pin_to_one_core()
-    from synthetic.presets import make_preset
-
+    pinned = one_core()
+    if pinned is not None:
+        os.sched_setaffinity(0, pinned)
+    core = None if pinned is None else min(pinned)
     preset = "tiny" if args.smoke else args.preset
     common = SMOKE_SETTINGS if args.smoke else {}
     variants = variants or default_variants(common.get("epochs", FitConfig().loop.epochs))

@@ -254,7 +254,7 @@ def write_report(out) -> Path:
     """``out/report.md``: one row per (setting, variant) JSON file, seeds side by side."""
     rows, commands, candidates = [], [], []
     for path in sorted(Path(out).glob("*.json")):
-        body = json.loads(path.read_text())
+        body = read_json(path)
         candidates.extend(_candidate_rows(body))
         where = body.get("source") or f"`{_command(body)}`"
         commands.append(f"- {body['config']} {body['setting']}, {body['variant']}: {where}")

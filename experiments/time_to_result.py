@@ -54,14 +54,6 @@ JOBS = ("fit", "demo")
 MODES = ("first", "second")
 
 
-def one_core() -> set[int] | None:
-    """The CPU every job is pinned to (the lowest this process may use), or ``None`` where the
-    platform cannot pin (then the jobs use every core, and the report says so)."""
-    if not hasattr(os, "sched_getaffinity"):
-        return None
-    return {min(os.sched_getaffinity(0))}
-
-
 def run_job(root: Path, args: Sequence[str], env: dict, core: set[int] | None) -> float:
     """Runs ``nica ARGS`` with the code under ``root`` in a new process; returns its wall
     seconds. Raises ``RuntimeError`` with the job's last output line when it fails."""
@@ -136,7 +128,7 @@ def measure(
 ) -> Iterator[dict]:
     """Runs every job of one version in both modes (a job whose two records are both in
     ``done`` is skipped: the second run needs the first's cache); yields each record."""
-    core = one_core()
+    core = harness.one_core()
     with checkout(revision) as (root, commit), tempfile.TemporaryDirectory() as scratch:
         for job in jobs:
             if all((version, commit, job, mode) in done for mode in MODES):
