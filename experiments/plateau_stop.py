@@ -19,7 +19,6 @@ folder of reports (the tests use a small one); nothing is fitted, so there is no
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import numpy as np
 from experiments import harness
 from nica.fitting.config import LoopConfig
 from nica.fitting.stopping import Stopping
+from nica.util.files import read_json
 
 #: The rules replayed: (patience in evaluations, min_delta in nats per sample).
 RULES = tuple((p, d) for p in (3, 5, 10) for d in (0.0, 0.001, 0.01))
@@ -41,7 +41,7 @@ def histories(results: Path) -> list[dict]:
     ``{"report", "setting", "model", "seed", "epoch", "val_nll"}``."""
     found = []
     for path in sorted(results.glob("*/results.json")):
-        body = json.loads(path.read_text())
+        body = read_json(path)
         cells = body.get("cells") if isinstance(body, dict) else None
         for cell in cells or []:
             history = cell.get("history") or {}
