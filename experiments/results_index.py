@@ -88,14 +88,21 @@ def first_table(text: str) -> str | None:
 
 
 def script_command(script: Path) -> str | None:
-    """The command of a script's ``Command::`` docstring block (continuation lines joined)."""
+    """The command of a script's ``Command::`` docstring block: continuation lines (ending in
+    ``\\``) joined, several commands in turn joined by ``&&``."""
     if not script.is_file():
         return None
     match = _DOC_COMMAND.search(script.read_text(encoding="utf-8"))
     if match is None:
         return None
-    parts = [line.strip().rstrip("\\").strip() for line in match.group(1).splitlines()]
-    return " ".join(part for part in parts if part)
+    commands, current = [], []
+    for line in (line.strip() for line in match.group(1).splitlines()):
+        if line:
+            current.append(line.rstrip("\\").strip())
+        if current and not line.endswith("\\"):
+            commands.append(" ".join(current))
+            current = []
+    return " && ".join([*commands, *([" ".join(current)] if current else [])])
 
 
 def read_report(path: Path, results: Path, experiments: Path) -> Report:

@@ -33,9 +33,11 @@ def test_extraction_on_a_results_folder(tmp_path):
     # An older script report next to the new name: report.md wins.
     _write(results / "beta" / "beta.md", "# old beta\n")
     _write(results / "beta" / "report.md", "# beta\n\nNo table here.\n")
-    # No quoted command: the script's Command:: block, continuation lines joined.
+    # No quoted command: the script's Command:: block, continuation lines joined, and the
+    # block's commands in turn joined by &&.
     _write(results / "gamma.md", "# gamma\n\n" + TABLE + "\n")
-    doc = '"""Gamma.\n\nCommand::\n\n    python g.py \\\n        --x 1\n"""\n'
+    block = "    python g.py \\\n        --x 1\n    python g.py --report\n"
+    doc = f'"""Gamma.\n\nCommand::\n\n{block}"""\n'
     _write(scripts / "gamma.py", doc)
     _write(results / "delta" / "delta.md", "# delta\n")  # no command anywhere
     _write(results / "README.md", "stale")
@@ -52,7 +54,8 @@ def test_extraction_on_a_results_folder(tmp_path):
         "alpha/report.md", "alpha", "nica run alpha --out results/alpha", TABLE, ("alpha/mcc.png",)
     )
     assert (beta.title, beta.table, beta.command) == ("beta", None, None)
-    assert (gamma.command, gamma.table, gamma.files) == ("python g.py --x 1", TABLE, ())
+    command = "python g.py --x 1 && python g.py --report"
+    assert (gamma.command, gamma.table, gamma.files) == (command, TABLE, ())
     assert delta.command is None
 
     text = results_index.build_index(results, scripts)
