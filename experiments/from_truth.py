@@ -142,9 +142,18 @@ def start_model(dataset, start: Start, config: FitConfig, aux: dict, seed: int):
     return model, standardisation
 
 
-def run(setting: Setting, seed: int, name: str, start: Start, epochs: int | None) -> dict:
-    """One main fit of ``setting``'s data set ``seed`` from ``start``; its record."""
-    dataset = setting_dataset(setting, seed)
+def true_first_layer(dataset, label: str) -> np.ndarray:
+    """The true demixer's first kernel at hidden scale 1, ``(D, D)``; a one-line exit for a
+    mixing whose exact inverse the model cannot hold."""
+    try:
+        return true_layers(dataset, 1.0)[0][0]
+    except ValueError as error:
+        raise SystemExit(f"{label}: {error}") from None
+
+
+def run(dataset, seed: int, name: str, start: Start, epochs: int | None) -> dict:
+    """One main fit of ``dataset`` (data seed ``seed``) from ``start``; its record."""
+    true_first = true_first_layer(dataset, f"data seed {seed}")
     depth = len(dataset.mixing.matrices)
     config = FitConfig().replace(depth=depth, restarts=1, **({"epochs": epochs} if epochs else {}))
     aux = check_inputs(dataset.x, dataset.u, config=config)
@@ -157,7 +166,6 @@ def run(setting: Setting, seed: int, name: str, start: Start, epochs: int | None
         [split_key], [z], [aux.values], config.loop.validation_fraction, jnp.float32
     )
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    true_first = true_layers(dataset, 1.0)[0][0]
     before = FittedModel(model, config, standardisation, aux.aux, None, None)
     start_scores = truth_scores(before, dataset, seed)
     start_alignment = first_layer_alignment(model.demixer.layers[0].kernel[...], true_first)
@@ -210,15 +218,16 @@ def run_all(
     all), writing each as it finishes."""
     for name in settings:
         setting = setting_of(name)
-        depth = dict(setting.overrides).get("n_layers")
         for seed in seeds:
-            for start_name, start in starts(depth).items():
+            dataset = setting_dataset(setting, seed)
+            true_first_layer(dataset, setting.label)
+            for start_name, start in starts(len(dataset.mixing.matrices)).items():
                 if only is not None and start_name not in only:
                     continue
                 path = _cell(out, name, seed, start_name)
                 if path.exists():
                     continue
-                record = {**run(setting, seed, start_name, start, epochs), "setting": name}
+                record = {**run(dataset, seed, start_name, start, epochs), "setting": name}
                 write_record(path, record)
                 print(
                     {

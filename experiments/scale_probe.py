@@ -116,6 +116,7 @@ def run_variant(
                 "diverged": fitted.result.diverged,
                 "val_nll": [float(v) for v in history["val_nll"]],
                 "restarts": _choices(fitted.restarts),
+                "restart_curves": _restart_curves(fitted.histories),
                 "depth_search": _choices(fitted.depth_search),
             }
         )
@@ -143,6 +144,17 @@ def _choices(record: dict | None) -> dict | None:
     if record is None:
         return None
     return {**record, "val_nll": [float(v) for v in record["val_nll"]]}
+
+
+def _restart_curves(histories: dict | None) -> list[dict] | None:
+    """The kept depth's restarts' validation curves, JSON-ready: per restart ``{"epoch": [...],
+    "val_nll": [...]}`` at every evaluation; ``None`` without restarts."""
+    if not histories or "restarts" not in histories:
+        return None
+    return [
+        {"epoch": [int(e) for e in h["epoch"]], "val_nll": [float(v) for v in h["val_nll"]]}
+        for h in histories["restarts"]
+    ]
 
 
 def committed_variant(config_name: str, setting_label: str, seeds, out, results="results") -> Path:
@@ -250,12 +262,87 @@ def _candidates_section(rows: list[str]) -> list[str]:
     ]
 
 
+#: Epochs at which :func:`restart_ranking` reads the restarts' order, and the pruning rules it
+#: tries: ``(epoch, keep)``, the ``keep`` restarts lowest at ``epoch`` train on.
+RANK_EPOCHS = (30, 60, 150)
+PRUNINGS = ((30, 4), (60, 2))
+
+
+def restart_ranking(curves: list[dict]) -> dict | None:
+    """How early the restarts' order told the best one, from their validation curves.
+
+    Args:
+      curves: per restart ``{"epoch": [...], "val_nll": [...]}`` (:func:`_restart_curves`).
+
+    Returns:
+      ``{"rank": {epoch: r}, "lost": {"epoch:keep": nats}}``: ``r`` is the rank (1: lowest) of
+      the restart with the lowest final validation NLL among the restarts' lowest NLLs up to
+      ``epoch``; ``nats`` is what keeping only the ``keep`` lowest at ``epoch`` would have
+      cost: the lowest final NLL among them minus the lowest of all (0: the pruning keeps the
+      best). ``None`` when the restarts were shorter than the last of :data:`RANK_EPOCHS`.
+    """
+    if not curves or min(max(c["epoch"]) for c in curves) < RANK_EPOCHS[-1]:
+        return None
+    final = np.array([min(c["val_nll"]) for c in curves])
+
+    def low_by(epoch):
+        return np.array(
+            [
+                min(v for e, v in zip(c["epoch"], c["val_nll"], strict=True) if e <= epoch)
+                for c in curves
+            ]
+        )
+
+    winner = int(np.argmin(final))
+    rank = {e: int(np.sum(low_by(e) < low_by(e)[winner])) + 1 for e in RANK_EPOCHS}
+    lost = {
+        f"{e}:{keep}": float(final[np.argsort(low_by(e))[:keep]].min() - final.min())
+        for e, keep in PRUNINGS
+    }
+    return {"rank": rank, "lost": lost}
+
+
+def _ranking_rows(body: dict) -> list[str]:
+    rows = []
+    for r in body["seeds"]:
+        ranking = restart_ranking(r.get("restart_curves"))
+        if ranking is None:
+            continue
+        ranks = " / ".join(str(ranking["rank"][e]) for e in RANK_EPOCHS)
+        lost = " | ".join(f"{ranking['lost'][f'{e}:{k}']:.2f}" for e, k in PRUNINGS)
+        rows.append(
+            f"| {body['config']} {body['setting']} | {body['variant']} | {r['seed']} | "
+            f"{len(r['restart_curves'])} | {ranks} | {lost} |"
+        )
+    return rows
+
+
+def _ranking_section(rows: list[str]) -> list[str]:
+    if not rows:
+        return []
+    epochs = " / ".join(str(e) for e in RANK_EPOCHS)
+    prunings = " | ".join(f"top {k} at epoch {e}: nats lost" for e, k in PRUNINGS)
+    return [
+        "How early full-length restarts tell the best one (fits that recorded their restarts'"
+        " validation curves): the rank (1: lowest) at each epoch of the restart whose final"
+        " validation NLL is the lowest, by each restart's lowest NLL so far; and what keeping"
+        " only the lowest few at an epoch would have cost (the best final NLL among them"
+        " minus the best of all, nats per sample; 0.00: the pruning keeps the best).",
+        "",
+        f"| data | variant | seed | restarts | best one's rank at epoch {epochs} | {prunings} |",
+        "|---|---|---|---|---|" + "---|" * len(PRUNINGS),
+        *rows,
+        "",
+    ]
+
+
 def write_report(out) -> Path:
     """``out/report.md``: one row per (setting, variant) JSON file, seeds side by side."""
-    rows, commands, candidates = [], [], []
+    rows, commands, candidates, rankings = [], [], [], []
     for path in sorted(Path(out).glob("*.json")):
         body = read_json(path)
         candidates.extend(_candidate_rows(body))
+        rankings.extend(_ranking_rows(body))
         where = body.get("source") or f"`{_command(body)}`"
         commands.append(f"- {body['config']} {body['setting']}, {body['variant']}: {where}")
         recs = body["seeds"]
@@ -285,6 +372,7 @@ def write_report(out) -> Path:
             *rows,
             "",
             *_candidates_section(candidates),
+            *_ranking_section(rankings),
             "Where each row comes from (commands with `--out results/scale_probe`):",
             "",
             *commands,

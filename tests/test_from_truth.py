@@ -48,5 +48,7 @@ def test_smoke_runs_each_cell_once_and_reports_the_starts(tmp_path):
 def test_bad_setting_and_an_empty_report_are_one_line_errors(tmp_path):
     with pytest.raises(SystemExit, match="unknown setting"):
         from_truth.main(["--settings", "depth L=9", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="xtanh: the exact demixer is written for leaky-ReLU"):
+        from_truth.main(["--settings", "mixings xtanh", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="no cells"):
         from_truth.main(["--report", "--out", str(tmp_path)])

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 from scipy import stats
 
 from experiments import scale_probe
@@ -74,3 +75,30 @@ def test_restart_choices_are_recorded_json_ready_and_listed_in_the_report(tmp_pa
     lines = scale_probe.write_report(tmp_path).read_text().splitlines()
     assert "| depth L=4 | v | 3 | 1.25 **0.00** 1.75 | 0.50 | 0.900 |" in lines
     assert not any(line.startswith("| depth L=4 | v | 4 |") for line in lines)
+
+
+def test_restart_ranking_reads_when_the_best_restart_led_and_what_pruning_costs(tmp_path):
+    epochs = [0, 30, 60, 150, 300]
+    curves = [
+        {"epoch": epochs, "val_nll": [5.0, 3.0, 2.5, 2.4, 2.3]},
+        {"epoch": epochs, "val_nll": [5.0, 4.0, 3.0, 2.0, 1.0]},  # last at 30 and 60, best at 300
+        {"epoch": epochs, "val_nll": [5.0, 2.0, 2.0, 2.0, 2.0]},
+    ]
+    ranking = scale_probe.restart_ranking(curves)
+    assert ranking["rank"] == {30: 3, 60: 3, 150: 1}
+    # The top 4 at epoch 30 keep all three; the top 2 at epoch 60 (NLL 2.0 and 2.5) end at 2.0.
+    assert ranking["lost"] == {"30:4": 0.0, "60:2": pytest.approx(1.0)}
+    short = [{"epoch": [0, 10, 25], "val_nll": [3.0, 2.0, 1.0]}] * 2
+    assert scale_probe.restart_ranking(short) is None and scale_probe.restart_ranking(None) is None
+
+    histories = {"restarts": [{"epoch": np.array(epochs), "val_nll": np.array(c["val_nll"]),
+                               "train_nll": []} for c in curves]}  # fmt: skip
+    recorded = scale_probe._restart_curves(histories)
+    assert recorded == curves and type(recorded[0]["epoch"][1]) is int
+    assert scale_probe._restart_curves({"warm_start": {}}) is None
+    seed = {"seed": 2, "mcc": 0.9, "nll_gap": 0.5, "train_gap": 0.4, "restart_curves": curves}
+    body = {"config": "depth", "setting": "L=4", "variant": "w", "overrides": {}, "wall_s": 1.0,
+            "seeds": [seed]}  # fmt: skip
+    (tmp_path / "depth_L4__w.json").write_text(json.dumps(body))
+    lines = scale_probe.write_report(tmp_path).read_text().splitlines()
+    assert "| depth L=4 | w | 2 | 3 | 3 / 3 / 1 | 0.00 | 1.00 |" in lines
