@@ -237,11 +237,14 @@ def _candidate_rows(body: dict) -> list[str]:
         low = min(record["val_nll"])
         above = [f"{v - low:.2f}" for v in record["val_nll"]]
         above[record["chosen"]] = f"**{above[record['chosen']]}**"
-        rows.append(
-            f"| {body['config']} {body['setting']} | {body['variant']} | {r['seed']} | "
-            f"{' '.join(above)} | {r['nll_gap']:.2f} | {r['mcc']:.3f} |"
-        )
+        rows.append(_seed_row(body, r, " ".join(above), f"{r['nll_gap']:.2f}", f"{r['mcc']:.3f}"))
     return rows
+
+
+def _seed_row(body: dict, record: dict, *cells: str) -> str:
+    """A per-seed table row: the probe's data, variant and seed, then ``cells``."""
+    where = f"{body['config']} {body['setting']}"
+    return "| " + " | ".join([where, body["variant"], str(record["seed"]), *cells]) + " |"
 
 
 def _candidates_section(rows: list[str]) -> list[str]:
@@ -310,10 +313,7 @@ def _ranking_rows(body: dict) -> list[str]:
             continue
         ranks = " / ".join(str(ranking["rank"][e]) for e in RANK_EPOCHS)
         lost = " | ".join(f"{ranking['lost'][f'{e}:{k}']:.2f}" for e, k in PRUNINGS)
-        rows.append(
-            f"| {body['config']} {body['setting']} | {body['variant']} | {r['seed']} | "
-            f"{len(r['restart_curves'])} | {ranks} | {lost} |"
-        )
+        rows.append(_seed_row(body, r, str(len(r["restart_curves"])), ranks, lost))
     return rows
 
 
