@@ -34,6 +34,9 @@ Command (the committed report; one process per core, then the report)::
         --out results/from_truth
     .venv/bin/python -m experiments.from_truth --settings "tcl D=5 L=5" --seeds 0 1 \\
         --out results/from_truth
+    .venv/bin/python -m experiments.from_truth --settings "tcl D=20 L=5" --seeds 0 \\
+        --starts random "truth x1" "truth x4" "truth x16" "truth x64" \\
+        "truth x16, layer 0 noise 0.5" --out results/from_truth
     .venv/bin/python -m experiments.from_truth --out results/from_truth --report
 
 Smoke size (used by the tests): ``--smoke`` (the ``tiny`` preset with 2 layers, a few epochs).
