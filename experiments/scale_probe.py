@@ -286,15 +286,14 @@ def restart_ranking(curves: list[dict]) -> dict | None:
     """
     if not curves or min(max(c["epoch"]) for c in curves) < RANK_EPOCHS[-1]:
         return None
-    final = np.array([min(c["val_nll"]) for c in curves])
 
-    def low_by(epoch):
+    def low_by(epoch):  # each restart's lowest finite NLL up to ``epoch`` (inf: none)
+        pairs = [zip(c["epoch"], c["val_nll"], strict=True) for c in curves]
         return np.array(
-            [
-                min(v for e, v in zip(c["epoch"], c["val_nll"], strict=True) if e <= epoch)
-                for c in curves
-            ]
+            [min((v for e, v in p if e <= epoch and np.isfinite(v)), default=np.inf) for p in pairs]
         )
+
+    final = low_by(np.inf)
 
     winner = int(np.argmin(final))
     rank = {e: int(np.sum(low_by(e) < low_by(e)[winner])) + 1 for e in RANK_EPOCHS}

@@ -88,6 +88,9 @@ def test_restart_ranking_reads_when_the_best_restart_led_and_what_pruning_costs(
     assert ranking["rank"] == {30: 3, 60: 3, 150: 1}
     # The top 4 at epoch 30 keep all three; the top 2 at epoch 60 (NLL 2.0 and 2.5) end at 2.0.
     assert ranking["lost"] == {"30:4": 0.0, "60:2": pytest.approx(1.0)}
+    nan = float("nan")  # a restart that diverged after epoch 30 counts by its finite NLLs
+    diverged = {"epoch": epochs, "val_nll": [5.0, 4.5, nan, nan, nan]}
+    assert scale_probe.restart_ranking([*curves, diverged]) == ranking
     short = [{"epoch": [0, 10, 25], "val_nll": [3.0, 2.0, 1.0]}] * 2
     assert scale_probe.restart_ranking(short) is None and scale_probe.restart_ranking(None) is None
 
