@@ -70,7 +70,7 @@ from nica.core.activations import MonotoneSplineSpec
 from nica.fitting.build import build_model, make_optimizer
 from nica.fitting.config import FitConfig
 from nica.fitting.data import standardise
-from nica.fitting.estimator import check_inputs
+from nica.fitting.estimator import check_inputs, seed_keys
 from nica.fitting.fitted import FittedModel
 from nica.fitting.runs import train_runs
 from nica.fitting.steps import split_runs_data
@@ -132,8 +132,7 @@ def start_model(dataset, start: Start, config: FitConfig, aux: dict, seed: int):
     standardisation of ``x``."""
     if start.scale is None:
         _, standardisation = standardise(dataset.x)
-        # The initialisation of nica.fit's seed ``seed`` with one restart.
-        key = jax.random.split(jax.random.split(jax.random.key(seed))[1], 1)[0]
+        key = seed_keys(seed, 1)[2][0]  # nica.fit's initialisation of seed ``seed``
         return build_model(config, dataset.x.shape[1], aux, key=key), standardisation
     model, standardisation = exact_model(dataset, start.scale, MonotoneSplineSpec())
     layers = range(len(model.demixer.layers)) if start.layers is None else start.layers
@@ -154,17 +153,15 @@ def true_first_layer(dataset, label: str) -> np.ndarray:
         raise SystemExit(f"{label}: {error}") from None
 
 
-def run(dataset, seed: int, name: str, start: Start, epochs: int | None) -> dict:
-    """One main fit of ``dataset`` (data seed ``seed``) from ``start``; its record."""
-    true_first = true_first_layer(dataset, f"data seed {seed}")
+def run(dataset, seed: int, name: str, start: Start, epochs: int | None, true_first) -> dict:
+    """One main fit of ``dataset`` (data seed ``seed``) from ``start``; its record
+    (``true_first``: :func:`true_first_layer` of ``dataset``)."""
     depth = len(dataset.mixing.matrices)
     config = FitConfig().replace(depth=depth, restarts=1, **({"epochs": epochs} if epochs else {}))
     aux = check_inputs(dataset.x, dataset.u, config=config)
     model, standardisation = start_model(dataset, start, config, aux.aux, seed)
     z = standardisation.apply(dataset.x).astype(np.float32)
-    # The split and shuffle keys of nica.fit's seed ``seed``.
-    data_key = jax.random.split(jax.random.key(seed))[0]
-    split_key, shuffle_key = jax.random.split(data_key)
+    split_key, shuffle_key, _ = seed_keys(seed, 1)  # nica.fit's split and minibatch orders
     data = split_runs_data(
         [split_key], [z], [aux.values], config.loop.validation_fraction, jnp.float32
     )
@@ -223,14 +220,17 @@ def run_all(
         setting = setting_of(name)
         for seed in seeds:
             dataset = setting_dataset(setting, seed)
-            true_first_layer(dataset, setting.label)
+            true_first = true_first_layer(dataset, setting.label)
             for start_name, start in starts(len(dataset.mixing.matrices)).items():
                 if only is not None and start_name not in only:
                     continue
                 path = _cell(out, name, seed, start_name)
                 if path.exists():
                     continue
-                record = {**run(dataset, seed, start_name, start, epochs), "setting": name}
+                record = {
+                    **run(dataset, seed, start_name, start, epochs, true_first),
+                    "setting": name,
+                }
                 write_record(path, record)
                 print(
                     {

@@ -296,9 +296,10 @@ def restart_ranking(curves: list[dict]) -> dict | None:
     final = low_by(np.inf)
 
     winner = int(np.argmin(final))
-    rank = {e: int(np.sum(low_by(e) < low_by(e)[winner])) + 1 for e in RANK_EPOCHS}
+    lows = {e: low_by(e) for e in sorted({*RANK_EPOCHS, *(e for e, _ in PRUNINGS)})}
+    rank = {e: int(np.sum(lows[e] < lows[e][winner])) + 1 for e in RANK_EPOCHS}
     lost = {
-        f"{e}:{keep}": float(final[np.argsort(low_by(e))[:keep]].min() - final.min())
+        f"{e}:{keep}": float(final[np.argsort(lows[e])[:keep]].min() - final.min())
         for e, keep in PRUNINGS
     }
     return {"rank": rank, "lost": lost}

@@ -201,7 +201,7 @@ def test_validation_nll_is_in_the_units_of_x(data):
     quantity FittedModel.log_likelihood returns (it was in standardised units before)."""
     x = data.x * np.array([100.0, 0.01])  # far from unit scale: the units matter
     fitted = nica.fit(x, data.u, **FAST)
-    split_key = nica.fitting.estimator._seed_keys(0, 1)[0]
+    split_key = nica.fitting.estimator.seed_keys(0, 1)[0]
     _, val = validation_split(split_key, len(x), fitted.config.loop.validation_fraction)
     best = fitted.result.best_val_nll
     assert best == pytest.approx(-fitted.log_likelihood(x[val], data.u[val]).mean(), rel=1e-4)

@@ -141,7 +141,7 @@ def test_fit_equals_the_low_level_trainer_without_restarts(data):
     config = nica.FitConfig.from_flat({**SMALL, "restarts": 1})
     fitted = nica.fit(data.x, data.u, config=config)
     z = (data.x - data.x.mean(0)) / data.x.std(0)
-    init_keys = estimator._seed_keys(config.seed, 1)[2]
+    init_keys = estimator.seed_keys(config.seed, 1)[2]
     model = nica.build_model(config, 2, fitted.aux, key=init_keys[0])
     data_key = jax.random.split(jax.random.key(config.seed))[0]
     result = nica.train(

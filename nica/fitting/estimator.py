@@ -34,7 +34,7 @@ from nica.fitting.stopping import FitResult, ProgressEvent, TrainingDivergedErro
 from nica.fitting.warm import embed_params, fit_order, stack_params
 from nica.util.progress import display
 
-__all__ = ["MIN_VALIDATION_ROWS", "check_inputs", "checks_said", "fit", "fit_seeds"]
+__all__ = ["MIN_VALIDATION_ROWS", "check_inputs", "checks_said", "fit", "fit_seeds", "seed_keys"]
 
 
 def _resolve(config: FitConfig | None, overrides: dict) -> FitConfig:
@@ -124,7 +124,7 @@ def _check_selection(config: FitConfig, n_samples: int, dim: int, where: str) ->
         )
 
 
-def _seed_keys(seed: int, n_restarts: int):
+def seed_keys(seed: int, n_restarts: int):
     """A seed's ``(split_key, shuffle_key, init_keys (K,))``."""
     data_key, init_key = jax.random.split(jax.random.key(seed))
     split_key, shuffle_key = jax.random.split(data_key)
@@ -274,7 +274,7 @@ def _fit_seeds(xs, us, seeds, config, progress, note, shard, where, where_u, ove
     _check_selection(config, n_samples, dim, where)
     if prepared[0].reading is not None and note is not None:
         note(prepared[0].reading.description)
-    keys = [_seed_keys(seed, config.restarts.count) for seed in seeds]
+    keys = [seed_keys(seed, config.restarts.count) for seed in seeds]
     data = split_runs_data(
         [k[0] for k in keys],
         [p.z for p in prepared],
@@ -339,7 +339,7 @@ def _fit_depth(
     start: list[FittedModel] | None = None,
 ):
     """:func:`fit_seeds` for a ``config`` of one depth: every seed's restarts and main fit on
-    the seeds' ``keys`` (:func:`_seed_keys`) and split ``data``. With ``start`` (each seed's
+    the seeds' ``keys`` (:func:`seed_keys`) and split ``data``. With ``start`` (each seed's
     fit of a shallower depth: the warm start) the main fit starts from it instead
     (``nica.fitting.warm.embed_params``), and the start's restarts and history are recorded."""
     (n_samples, dim), aux = prepared[0].z.shape, prepared[0].aux
